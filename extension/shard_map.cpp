@@ -1,0 +1,289 @@
+// The per-backend shard map cache: see shard_map.hpp.
+#include <algorithm>
+#include <new>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/ring.hpp"
+#include "extension/pg_cxx.hpp"
+#include "extension/shard_map.hpp"
+
+extern "C" {
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+}
+
+namespace edgeshard::shard_map {
+
+namespace {
+
+// Bound on cached tenant placements per backend; past it the cache starts over.
+constexpr size_t kMaxCachedPlacements = 1 << 18;
+
+// Backend-local cache state: plain data, set up lazily.
+MemoryContext g_context = nullptr;
+Map* g_map = nullptr;
+bool g_valid = false;
+uint64_t g_generation = 0;
+Oid g_map_epoch_relid = InvalidOid;
+
+// OIDs of the catalog relations, looked up by name.
+struct CatalogOids {
+  Oid shards;
+  Oid tenants;
+  Oid map_epoch;
+};
+
+// Finds the catalog tables; raises a clear error where the extension is not installed.
+CatalogOids find_catalog() {
+  return pg::call([] {
+    Oid nsp = get_namespace_oid("edgeshard", true);
+    CatalogOids oids{InvalidOid, InvalidOid, InvalidOid};
+    if (OidIsValid(nsp)) {
+      oids.shards = get_relname_relid("shards", nsp);
+      oids.tenants = get_relname_relid("tenants", nsp);
+      oids.map_epoch = get_relname_relid("map_epoch", nsp);
+    }
+    if (!OidIsValid(oids.shards) || !OidIsValid(oids.tenants) || !OidIsValid(oids.map_epoch))
+      ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                      errmsg("extension \"edgeshard\" is not installed in this database"),
+                      errhint("Run CREATE EXTENSION edgeshard.")));
+    return oids;
+  });
+}
+
+// Attribute number of column `name` of `rel` (inside pg::call: raises if it is missing).
+AttrNumber attnum_of(Relation rel, const char* name) {
+  TupleDesc desc = RelationGetDescr(rel);
+  for (int i = 0; i < desc->natts; i++) {
+    Form_pg_attribute att = TupleDescAttr(desc, i);
+    if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0) return att->attnum;
+  }
+  ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+                  errmsg("edgeshard catalog table \"%s\" has no column \"%s\"",
+                         RelationGetRelationName(rel), name),
+                  errhint("Update the extension: ALTER EXTENSION edgeshard UPDATE.")));
+  pg_unreachable();
+}
+
+// The text value of a text column as a string_view into the (possibly detoasted) datum.
+std::string_view text_view(Datum d) {
+  text* t = DatumGetTextPP(d);
+  return {VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)};
+}
+
+// Frees the Map living in g_context when the context is reset or deleted.
+void destroy_map(void* arg) {
+  static_cast<Map*>(arg)->~Map();
+  if (g_map == arg) g_map = nullptr;
+}
+
+// Relcache callback: a change of edgeshard.map_epoch (or a full reset) makes the map stale.
+void on_relcache_invalidation(Datum /*arg*/, Oid relid) {
+  if (relid == InvalidOid || relid == g_map_epoch_relid) g_valid = false;
+}
+
+// Indexes (into shards) of the shards that take hashed tenants, in ring member order.
+std::vector<int32_t> ring_member_shards(const std::vector<Shard>& shards) {
+  std::vector<int32_t> members;
+  for (size_t i = 0; i < shards.size(); i++)
+    if (shards[i].active && shards[i].weight > 0) members.push_back(static_cast<int32_t>(i));
+  return members;
+}
+
+// Builds the ring over the given member shards.
+HashRing make_ring(const std::vector<Shard>& shards, const std::vector<int32_t>& members) {
+  std::vector<RingMember> ring_members;
+  ring_members.reserve(members.size());
+  for (int32_t i : members) ring_members.push_back(RingMember{shards[i].name, shards[i].weight});
+  return HashRing(ring_members);
+}
+
+}  // namespace
+
+struct Map::Catalog {
+  CatalogOids oids;
+  int64_t epoch = 0;
+  std::vector<Shard> shards;
+  Oid tenants_pkey = InvalidOid;
+  int16_t tenant_id_attnum = 0;
+  int16_t tenant_shard_attnum = 0;
+  int16_t tenant_state_attnum = 0;
+};
+
+// Reads the epoch, every shard, and what placement lookups need about edgeshard.tenants.
+static Map::Catalog read_catalog() {
+  Map::Catalog c;
+  c.oids = find_catalog();
+  pg::call([&] {
+    Relation rel = table_open(c.oids.map_epoch, AccessShareLock);
+    AttrNumber a_epoch = attnum_of(rel, "epoch");
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 0, nullptr);
+    HeapTuple tup = systable_getnext(scan);
+    if (HeapTupleIsValid(tup)) {
+      bool isnull;
+      Datum d = heap_getattr(tup, a_epoch, RelationGetDescr(rel), &isnull);
+      if (!isnull) c.epoch = DatumGetInt64(d);
+    }
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+  });
+  pg::call([&] {
+    Relation rel = table_open(c.oids.shards, AccessShareLock);
+    TupleDesc desc = RelationGetDescr(rel);
+    AttrNumber a_id = attnum_of(rel, "shard_id");
+    AttrNumber a_name = attnum_of(rel, "name");
+    AttrNumber a_weight = attnum_of(rel, "weight");
+    AttrNumber a_state = attnum_of(rel, "state");
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 0, nullptr);
+    HeapTuple tup;
+    while (HeapTupleIsValid(tup = systable_getnext(scan))) {
+      bool null_id, null_name, null_weight, null_state;
+      Datum id = heap_getattr(tup, a_id, desc, &null_id);
+      Datum name = heap_getattr(tup, a_name, desc, &null_name);
+      Datum weight = heap_getattr(tup, a_weight, desc, &null_weight);
+      Datum state = heap_getattr(tup, a_state, desc, &null_state);
+      if (null_id || null_name || null_weight || null_state) continue;  // NOT NULL columns
+      c.shards.push_back(Shard{DatumGetInt32(id), std::string(text_view(name)),
+                               static_cast<uint32_t>(std::max(0, DatumGetInt32(weight))),
+                               text_view(state) == "active"});
+    }
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+  });
+  pg::call([&] {
+    Relation rel = table_open(c.oids.tenants, AccessShareLock);
+    c.tenants_pkey = RelationGetPrimaryKeyIndex(rel);
+    c.tenant_id_attnum = attnum_of(rel, "tenant_id");
+    c.tenant_shard_attnum = attnum_of(rel, "shard_id");
+    c.tenant_state_attnum = attnum_of(rel, "state");
+    table_close(rel, AccessShareLock);
+  });
+  std::sort(c.shards.begin(), c.shards.end(),
+            [](const Shard& a, const Shard& b) { return a.name < b.name; });
+  return c;
+}
+
+Map::Map() : Map(read_catalog()) {}
+
+Map::Map(Catalog&& c)
+    : epoch_(c.epoch),
+      shards_(std::move(c.shards)),
+      ring_shards_(ring_member_shards(shards_)),
+      ring_(make_ring(shards_, ring_shards_)),
+      tenants_relid_(c.oids.tenants),
+      tenants_pkey_(c.tenants_pkey),
+      tenant_id_attnum_(c.tenant_id_attnum),
+      tenant_shard_attnum_(c.tenant_shard_attnum),
+      tenant_state_attnum_(c.tenant_state_attnum) {
+  g_map_epoch_relid = c.oids.map_epoch;
+}
+
+int32_t Map::find_shard(std::string_view name) const noexcept {
+  for (size_t i = 0; i < shards_.size(); i++)
+    if (shards_[i].name == name) return static_cast<int32_t>(i);
+  return -1;
+}
+
+Map::Placement Map::lookup_placement(std::string_view key) const {
+  bool found = false;
+  bool moving = false;
+  int32_t shard_id = -1;
+  pg::call([&] {
+    Relation rel = table_open(tenants_relid_, AccessShareLock);
+    TupleDesc desc = RelationGetDescr(rel);
+    text* key_text = cstring_to_text_with_len(key.data(), static_cast<int>(key.size()));
+    ScanKeyData skey;
+    ScanKeyInit(&skey, tenant_id_attnum_, BTEqualStrategyNumber, F_TEXTEQ,
+                PointerGetDatum(key_text));
+    SysScanDesc scan = systable_beginscan(rel, tenants_pkey_, OidIsValid(tenants_pkey_), nullptr,
+                                          1, &skey);
+    HeapTuple tup = systable_getnext(scan);
+    if (HeapTupleIsValid(tup)) {
+      bool isnull;
+      found = true;
+      Datum shard = heap_getattr(tup, tenant_shard_attnum_, desc, &isnull);
+      if (!isnull) shard_id = DatumGetInt32(shard);
+      Datum state = heap_getattr(tup, tenant_state_attnum_, desc, &isnull);
+      moving = !isnull && text_view(state) == "moving";
+    }
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+    pfree(key_text);
+  });
+  if (!found || shard_id < 0) return Placement{-1, moving};
+  for (size_t i = 0; i < shards_.size(); i++)
+    if (shards_[i].shard_id == shard_id) return Placement{static_cast<int32_t>(i), moving};
+  // The placement names a shard added after this map was read: the map changed under us.
+  pg::raise(ERRCODE_T_R_SERIALIZATION_FAILURE,
+            "shard map changed while routing tenant \"" + std::string(key.substr(0, 64)) + "\"",
+            {}, "Retry the statement.");
+}
+
+Owner Map::owner_of(std::string_view key) {
+  Placement p;
+  if (auto it = placements_.find(key); it != placements_.end()) {
+    p = it->second;
+  } else {
+    p = lookup_placement(key);
+    if (placements_.size() >= kMaxCachedPlacements) placements_.clear();
+    placements_.emplace(std::string(key), p);
+  }
+  if (p.shard_index >= 0) return Owner{p.shard_index, p.moving, true};
+  int32_t member = ring_.owner_of_key(key);
+  return Owner{member < 0 ? -1 : ring_shards_[member], p.moving, false};
+}
+
+Map& current() {
+  if (g_map != nullptr && g_valid) return *g_map;
+  pg::call([] {
+    if (g_context == nullptr)
+      g_context = AllocSetContextCreate(CacheMemoryContext, "edgeshard shard map",
+                                        ALLOCSET_SMALL_SIZES);
+    else
+      MemoryContextReset(g_context);  // runs destroy_map on the previous map
+  });
+  // Invalidations that arrive while the catalog is read flip this back and force another read.
+  g_valid = true;
+  static_assert(alignof(Map) <= MAXIMUM_ALIGNOF, "palloc alignment is enough for a Map");
+  void* storage = pg::call([] { return MemoryContextAlloc(g_context, sizeof(Map)); });
+  Map* map = new (storage) Map();
+  pg::call([map] {
+    auto* cb = static_cast<MemoryContextCallback*>(
+        MemoryContextAlloc(g_context, sizeof(MemoryContextCallback)));
+    cb->func = destroy_map;
+    cb->arg = map;
+    MemoryContextRegisterResetCallback(g_context, cb);
+  });
+  g_map = map;
+  g_generation++;
+  return *map;
+}
+
+uint64_t generation() noexcept { return g_generation; }
+
+void register_invalidation() {
+  CacheRegisterRelcacheCallback(on_relcache_invalidation, PointerGetDatum(nullptr));
+}
+
+void invalidate_everywhere() {
+  pg::call([] {
+    Oid nsp = get_namespace_oid("edgeshard", false);
+    Oid relid = get_relname_relid("map_epoch", nsp);
+    if (OidIsValid(relid)) CacheInvalidateRelcacheByRelid(relid);
+  });
+}
+
+}  // namespace edgeshard::shard_map

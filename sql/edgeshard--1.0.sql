@@ -1,0 +1,463 @@
+-- edgeshard 1.0: tenant sharding catalog, routing, write guard.
+\echo Use "CREATE EXTENSION edgeshard" to load this file. \quit
+
+-- ---------------------------------------------------------------------------------------------
+-- Catalog. Regular tables, dumped by pg_dump (pg_extension_config_dump), and user catalog tables
+-- so that logical decoding can read them with its historic snapshots.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE SEQUENCE edgeshard.shard_id_seq AS integer;
+
+CREATE TABLE edgeshard.shards (
+    shard_id integer PRIMARY KEY DEFAULT nextval('edgeshard.shard_id_seq'),
+    name text NOT NULL UNIQUE
+        CONSTRAINT shard_name_format CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    conninfo text NOT NULL,
+    state text NOT NULL DEFAULT 'active'
+        CONSTRAINT shard_state_values CHECK (state IN ('active', 'draining')),
+    weight integer NOT NULL DEFAULT 1
+        CONSTRAINT shard_weight_range CHECK (weight BETWEEN 0 AND 1000),
+    region text
+) WITH (user_catalog_table = true);
+ALTER SEQUENCE edgeshard.shard_id_seq OWNED BY edgeshard.shards.shard_id;
+
+COMMENT ON TABLE edgeshard.shards IS
+    'shard primaries; active shards with weight > 0 own weight x 128 points of the hash ring';
+COMMENT ON COLUMN edgeshard.shards.state IS
+    'active, or draining: keeps its explicitly placed tenants but takes no hashed ones';
+
+CREATE TABLE edgeshard.tenants (
+    tenant_id text COLLATE "C" PRIMARY KEY
+        CONSTRAINT tenant_id_not_empty CHECK (tenant_id <> ''),
+    shard_id integer REFERENCES edgeshard.shards (shard_id),
+    tier text NOT NULL DEFAULT 'free'
+        CONSTRAINT tenant_tier_values CHECK (tier IN ('free', 'pro', 'enterprise')),
+    state text NOT NULL DEFAULT 'active'
+        CONSTRAINT tenant_state_values CHECK (state IN ('active', 'moving'))
+) WITH (user_catalog_table = true);
+CREATE INDEX tenants_shard_id_idx ON edgeshard.tenants (shard_id);
+
+COMMENT ON TABLE edgeshard.tenants IS
+    'tenants with an explicit placement (shard_id), a tier, or a move in progress; others follow the ring';
+
+CREATE TABLE edgeshard.distributed_tables (
+    relid regclass PRIMARY KEY,
+    tenant_column name NOT NULL
+) WITH (user_catalog_table = true);
+
+COMMENT ON TABLE edgeshard.distributed_tables IS
+    'tables whose rows belong to tenants; guarded on each shard and streamed to the edges';
+
+CREATE TABLE edgeshard.map_epoch (
+    singleton boolean PRIMARY KEY DEFAULT true CONSTRAINT map_epoch_one_row CHECK (singleton),
+    epoch bigint NOT NULL CONSTRAINT map_epoch_positive CHECK (epoch > 0),
+    changed_at timestamptz NOT NULL,
+    changed_by_xact xid8
+) WITH (user_catalog_table = true);
+
+COMMENT ON TABLE edgeshard.map_epoch IS
+    'one row: the shard map epoch, bumped once by every transaction that changes the map (no row: epoch 0)';
+
+SELECT pg_catalog.pg_extension_config_dump('edgeshard.shards', '');
+SELECT pg_catalog.pg_extension_config_dump('edgeshard.shard_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('edgeshard.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('edgeshard.distributed_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('edgeshard.map_epoch', '');
+
+-- Every change of the map, however made, bumps the epoch and invalidates the routing caches.
+CREATE FUNCTION edgeshard.on_map_change() RETURNS trigger
+    LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog
+    AS 'MODULE_PATHNAME', 'on_map_change';
+
+CREATE TRIGGER map_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON edgeshard.shards
+    FOR EACH STATEMENT EXECUTE FUNCTION edgeshard.on_map_change();
+CREATE TRIGGER map_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON edgeshard.tenants
+    FOR EACH STATEMENT EXECUTE FUNCTION edgeshard.on_map_change();
+CREATE TRIGGER map_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON edgeshard.distributed_tables
+    FOR EACH STATEMENT EXECUTE FUNCTION edgeshard.on_map_change();
+
+-- ---------------------------------------------------------------------------------------------
+-- Routing (C++): usable by every role.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION edgeshard.shard_for(tenant bigint) RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'shard_for_bigint';
+CREATE FUNCTION edgeshard.shard_for(tenant text) RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'shard_for_text';
+COMMENT ON FUNCTION edgeshard.shard_for(bigint) IS 'the shard that owns a tenant: explicit placement, else the ring';
+COMMENT ON FUNCTION edgeshard.shard_for(text) IS 'the shard that owns a tenant: explicit placement, else the ring';
+
+CREATE FUNCTION edgeshard.current_epoch() RETURNS bigint
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'current_epoch';
+
+CREATE FUNCTION edgeshard.ring_ownership(OUT shard_id integer, OUT points integer, OUT share float8)
+    RETURNS SETOF record
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'ring_ownership';
+
+CREATE FUNCTION edgeshard.bookmark() RETURNS text
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'bookmark';
+COMMENT ON FUNCTION edgeshard.bookmark() IS
+    'node/LSN covering every transaction committed so far here; edges wait for it to read their writes';
+
+CREATE FUNCTION edgeshard.write_guard() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'write_guard';
+
+-- Boundary test hooks (regress/sql/boundary.sql); superuser only.
+CREATE FUNCTION edgeshard._test_boundary(kind text) RETURNS integer
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'test_boundary';
+CREATE FUNCTION edgeshard._test_live_objects() RETURNS integer
+    LANGUAGE c AS 'MODULE_PATHNAME', 'test_live_objects';
+REVOKE ALL ON FUNCTION edgeshard._test_boundary(text), edgeshard._test_live_objects() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- Views
+-- ---------------------------------------------------------------------------------------------
+
+CREATE VIEW edgeshard.shard_map AS
+SELECT s.shard_id, s.name, s.state, s.weight, s.region,
+       coalesce(o.points, 0) AS ring_points,
+       round(coalesce(o.share, 0)::numeric, 4) AS ring_share,
+       (SELECT count(*) FROM edgeshard.tenants t WHERE t.shard_id = s.shard_id) AS placed_tenants,
+       s.name = current_setting('edgeshard.node_name', true) AS is_local,
+       edgeshard.current_epoch() AS epoch
+  FROM edgeshard.shards s
+  LEFT JOIN edgeshard.ring_ownership() o USING (shard_id)
+ ORDER BY s.name;
+COMMENT ON VIEW edgeshard.shard_map IS 'shards, their part of the ring, and the map epoch (conninfo left out: it may hold secrets)';
+
+CREATE VIEW edgeshard.tenant_placement AS
+SELECT t.tenant_id,
+       coalesce(s.name, edgeshard.shard_for(t.tenant_id)) AS shard,
+       CASE WHEN t.shard_id IS NULL THEN 'ring' ELSE 'explicit' END AS placement,
+       t.tier, t.state
+  FROM edgeshard.tenants t
+  LEFT JOIN edgeshard.shards s USING (shard_id)
+ ORDER BY t.tenant_id;
+COMMENT ON VIEW edgeshard.tenant_placement IS 'tenants with a tier, an explicit placement or a move; all others follow the ring';
+
+-- ---------------------------------------------------------------------------------------------
+-- Administration (PL/pgSQL): superuser or granted roles only.
+-- ---------------------------------------------------------------------------------------------
+
+-- Looks a shard up by name; raises 42704 when there is none.
+CREATE FUNCTION edgeshard._shard_id(shard_name text) RETURNS integer
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE
+    id integer;
+BEGIN
+    IF shard_name IS NULL THEN
+        RAISE EXCEPTION 'shard name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT s.shard_id INTO id FROM edgeshard.shards s WHERE s.name = shard_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'shard "%" does not exist', shard_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See edgeshard.shard_map for the registered shards.';
+    END IF;
+    RETURN id;
+END $$;
+
+-- Refuses a NULL or empty tenant id.
+CREATE FUNCTION edgeshard._check_tenant(tenant text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$
+BEGIN
+    IF tenant IS NULL THEN
+        RAISE EXCEPTION 'tenant id must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass the tenant''s id (bigint or text).';
+    ELSIF tenant = '' THEN
+        RAISE EXCEPTION 'tenant id must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $$;
+
+-- Raises unless a shard may host the tenant: a shard that hosts a pro or enterprise tenant is
+-- dedicated to it, and such a tenant needs a shard that takes no hashed tenants (weight 0) and
+-- hosts nobody else.
+CREATE FUNCTION edgeshard._check_host(tenant text, target integer, target_tier text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE
+    shard_name text;
+    shard_weight integer;
+    other text;
+BEGIN
+    SELECT s.name, s.weight INTO shard_name, shard_weight FROM edgeshard.shards s WHERE s.shard_id = target;
+    SELECT t.tenant_id INTO other FROM edgeshard.tenants t
+     WHERE t.shard_id = target AND t.tenant_id <> tenant AND t.tier <> 'free' LIMIT 1;
+    IF other IS NOT NULL THEN
+        RAISE EXCEPTION 'shard "%" is dedicated to % tenant "%"', shard_name,
+            (SELECT t.tier FROM edgeshard.tenants t WHERE t.tenant_id = other), other
+            USING ERRCODE = 'object_in_use', HINT = 'Place the tenant on a shared shard.';
+    END IF;
+    IF target_tier <> 'free' THEN
+        IF shard_weight > 0 THEN
+            RAISE EXCEPTION 'shard "%" is shared (weight %), a % tenant needs a dedicated shard',
+                shard_name, shard_weight, target_tier
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('Use a shard added with weight 0, or run edgeshard.set_shard_weight(%L, 0) once its hashed tenants have moved.', shard_name);
+        END IF;
+        SELECT t.tenant_id INTO other FROM edgeshard.tenants t
+         WHERE t.shard_id = target AND t.tenant_id <> tenant LIMIT 1;
+        IF other IS NOT NULL THEN
+            RAISE EXCEPTION 'shard "%" already hosts tenant "%", a % tenant needs it alone',
+                shard_name, other, target_tier
+                USING ERRCODE = 'object_in_use', HINT = 'Use another dedicated shard.';
+        END IF;
+    END IF;
+END $$;
+
+CREATE FUNCTION edgeshard.add_shard(name text, conninfo text, weight integer DEFAULT 1, region text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    id integer;
+BEGIN
+    IF name IS NULL OR conninfo IS NULL OR weight IS NULL THEN
+        RAISE EXCEPTION 'shard name, conninfo and weight must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF name !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
+        RAISE EXCEPTION 'invalid shard name "%"', name USING ERRCODE = 'invalid_name',
+            DETAIL = 'A shard name is 1 to 63 letters, digits, ''_'', ''-'' or ''.''.';
+    END IF;
+    IF weight NOT BETWEEN 0 AND 1000 THEN
+        RAISE EXCEPTION 'shard weight must be between 0 and 1000, not %', weight
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Weight 0 takes no hashed tenants (a dedicated shard); 1 is a standard shard.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM edgeshard.shards s WHERE s.name = add_shard.name) THEN
+        RAISE EXCEPTION 'shard "%" already exists', name USING ERRCODE = 'duplicate_object',
+            HINT = 'Use edgeshard.set_shard_weight() to change it, or pick another name.';
+    END IF;
+    INSERT INTO edgeshard.shards (name, conninfo, weight, region)
+    VALUES (add_shard.name, add_shard.conninfo, add_shard.weight, add_shard.region)
+    RETURNING shard_id INTO id;
+    RETURN id;
+END $$;
+COMMENT ON FUNCTION edgeshard.add_shard(text, text, integer, text) IS
+    'registers a shard primary; with weight > 0 it takes about weight/total of the hashed tenants';
+
+CREATE FUNCTION edgeshard.remove_shard(name text, drain boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    id integer := edgeshard._shard_id(name);
+    placed bigint;
+BEGIN
+    SELECT count(*) INTO placed FROM edgeshard.tenants t WHERE t.shard_id = id;
+    IF placed > 0 AND NOT coalesce(drain, false) THEN
+        RAISE EXCEPTION 'shard "%" has % explicitly placed tenant(s)', name, placed
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Move or unplace them first, or call edgeshard.remove_shard(name, drain => true) to hand them to the ring.';
+    END IF;
+    IF placed > 0 THEN
+        IF EXISTS (SELECT 1 FROM edgeshard.tenants t WHERE t.shard_id = id AND t.tier <> 'free') THEN
+            RAISE EXCEPTION 'shard "%" hosts a pro or enterprise tenant', name
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Give the tenant another dedicated shard with edgeshard.set_tier() first.';
+        END IF;
+        UPDATE edgeshard.tenants t SET shard_id = NULL WHERE t.shard_id = id;
+        DELETE FROM edgeshard.tenants t WHERE t.shard_id IS NULL AND t.tier = 'free' AND t.state = 'active';
+        RAISE NOTICE '% tenant(s) of shard "%" now follow the hash ring', placed, name;
+    END IF;
+    DELETE FROM edgeshard.shards s WHERE s.shard_id = id;
+    RAISE NOTICE 'rows are not moved: tenants that mapped to shard "%" now map to other shards', name;
+END $$;
+COMMENT ON FUNCTION edgeshard.remove_shard(text, boolean) IS
+    'unregisters a shard; refuses while tenants are placed on it unless drain => true';
+
+CREATE FUNCTION edgeshard.set_shard_weight(name text, weight integer) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    id integer := edgeshard._shard_id(name);
+BEGIN
+    IF weight IS NULL OR weight NOT BETWEEN 0 AND 1000 THEN
+        RAISE EXCEPTION 'shard weight must be between 0 and 1000, not %', coalesce(weight::text, 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF weight > 0 AND EXISTS (SELECT 1 FROM edgeshard.tenants t WHERE t.shard_id = id AND t.tier <> 'free') THEN
+        RAISE EXCEPTION 'shard "%" is dedicated to a pro or enterprise tenant and must keep weight 0', name
+            USING ERRCODE = 'object_in_use';
+    END IF;
+    UPDATE edgeshard.shards s SET weight = set_shard_weight.weight WHERE s.shard_id = id;
+END $$;
+
+CREATE FUNCTION edgeshard.place_tenant(tenant text, shard text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    id integer;
+    current_tier text;
+BEGIN
+    PERFORM edgeshard._check_tenant(tenant);
+    id := edgeshard._shard_id(shard);
+    SELECT t.tier INTO current_tier FROM edgeshard.tenants t WHERE t.tenant_id = tenant;
+    IF EXISTS (SELECT 1 FROM edgeshard.tenants t WHERE t.tenant_id = tenant AND t.state = 'moving') THEN
+        RAISE EXCEPTION 'tenant "%" is being moved', tenant USING ERRCODE = 'object_in_use',
+            HINT = 'Wait for the move to finish.';
+    END IF;
+    PERFORM edgeshard._check_host(tenant, id, coalesce(current_tier, 'free'));
+    -- (no ON CONFLICT on user catalog tables)
+    UPDATE edgeshard.tenants t SET shard_id = id WHERE t.tenant_id = tenant;
+    IF NOT FOUND THEN
+        INSERT INTO edgeshard.tenants (tenant_id, shard_id) VALUES (tenant, id);
+    END IF;
+END $$;
+COMMENT ON FUNCTION edgeshard.place_tenant(text, text) IS
+    'places a tenant on a shard explicitly (overrides the ring); rows are not moved';
+
+CREATE FUNCTION edgeshard.place_tenant(tenant bigint, shard text) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog
+RETURN edgeshard.place_tenant(tenant::text, shard);
+
+CREATE FUNCTION edgeshard.unplace_tenant(tenant text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    row edgeshard.tenants;
+BEGIN
+    PERFORM edgeshard._check_tenant(tenant);
+    SELECT * INTO row FROM edgeshard.tenants t WHERE t.tenant_id = tenant;
+    IF NOT FOUND OR row.shard_id IS NULL THEN
+        RAISE EXCEPTION 'tenant "%" has no explicit placement', tenant USING ERRCODE = 'undefined_object',
+            HINT = 'It already follows the hash ring.';
+    END IF;
+    IF row.tier <> 'free' THEN
+        RAISE EXCEPTION 'tenant "%" is a % tenant and needs its dedicated shard', tenant, row.tier
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Run edgeshard.set_tier(tenant, ''free'') to put it back on the shared shards.';
+    END IF;
+    IF row.state = 'active' THEN
+        DELETE FROM edgeshard.tenants t WHERE t.tenant_id = tenant;
+    ELSE
+        UPDATE edgeshard.tenants t SET shard_id = NULL WHERE t.tenant_id = tenant;
+    END IF;
+END $$;
+
+CREATE FUNCTION edgeshard.unplace_tenant(tenant bigint) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog
+RETURN edgeshard.unplace_tenant(tenant::text);
+
+CREATE FUNCTION edgeshard.set_tier(tenant text, tier text, shard text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    row edgeshard.tenants;
+    target integer;
+BEGIN
+    PERFORM edgeshard._check_tenant(tenant);
+    IF tier IS NULL OR tier NOT IN ('free', 'pro', 'enterprise') THEN
+        RAISE EXCEPTION 'unknown tier "%"', coalesce(tier, 'null') USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use ''free'' (shared shards), ''pro'' (dedicated shard) or ''enterprise'' (dedicated shard, replicated to every edge).';
+    END IF;
+    SELECT * INTO row FROM edgeshard.tenants t WHERE t.tenant_id = tenant;
+    IF row.state = 'moving' THEN
+        RAISE EXCEPTION 'tenant "%" is being moved', tenant USING ERRCODE = 'object_in_use',
+            HINT = 'Wait for the move to finish.';
+    END IF;
+    IF shard IS NOT NULL THEN
+        target := edgeshard._shard_id(shard);
+    ELSIF tier <> 'free' THEN
+        target := row.shard_id;  -- keep its current explicit placement, checked below
+        IF target IS NULL THEN
+            RAISE EXCEPTION 'a % tenant needs a dedicated shard', tier
+                USING ERRCODE = 'null_value_not_allowed',
+                      HINT = 'Pass one: edgeshard.set_tier(tenant, tier, shard => ''name'').';
+        END IF;
+    END IF;
+    IF target IS NOT NULL THEN
+        PERFORM edgeshard._check_host(tenant, target, tier);
+    END IF;
+    IF target IS NULL AND tier = 'free' THEN
+        DELETE FROM edgeshard.tenants t WHERE t.tenant_id = tenant;  -- back on the ring
+    ELSE
+        UPDATE edgeshard.tenants t SET shard_id = target, tier = set_tier.tier WHERE t.tenant_id = tenant;
+        IF NOT FOUND THEN
+            INSERT INTO edgeshard.tenants (tenant_id, shard_id, tier) VALUES (tenant, target, set_tier.tier);
+        END IF;
+    END IF;
+    RETURN edgeshard.shard_for(tenant);
+END $$;
+COMMENT ON FUNCTION edgeshard.set_tier(text, text, text) IS
+    'free: shared shards (the ring, or shard); pro/enterprise: a dedicated shard; returns the owner';
+
+CREATE FUNCTION edgeshard.set_tier(tenant bigint, tier text, shard text DEFAULT NULL) RETURNS text
+LANGUAGE sql SET search_path = pg_catalog
+RETURN edgeshard.set_tier(tenant::text, tier, shard);
+
+CREATE FUNCTION edgeshard.distribute_table(tbl regclass, tenant_column name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    rel pg_class;
+    att pg_attribute;
+    pk_cols int2[];
+BEGIN
+    IF tbl IS NULL OR tenant_column IS NULL THEN
+        RAISE EXCEPTION 'table and tenant column must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO rel FROM pg_class c WHERE c.oid = tbl;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', tbl USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF rel.relnamespace = 'edgeshard'::regnamespace THEN
+        RAISE EXCEPTION 'edgeshard''s own catalog cannot be distributed' USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF EXISTS (SELECT 1 FROM edgeshard.distributed_tables d WHERE d.relid = tbl) THEN
+        RAISE EXCEPTION 'table "%" is already distributed', tbl USING ERRCODE = 'duplicate_object',
+            HINT = 'Run edgeshard.undistribute_table() first to change its tenant column.';
+    END IF;
+    SELECT * INTO att FROM pg_attribute a
+     WHERE a.attrelid = tbl AND a.attname = tenant_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of table "%" does not exist', tenant_column, tbl
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    IF att.atttypid NOT IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'text'::regtype,
+                            'varchar'::regtype, 'uuid'::regtype) THEN
+        RAISE EXCEPTION 'tenant column "%" has type %, which cannot hold tenant ids', tenant_column,
+            format_type(att.atttypid, att.atttypmod)
+            USING ERRCODE = 'datatype_mismatch', HINT = 'Use smallint, integer, bigint, text, varchar or uuid.';
+    END IF;
+    SELECT i.indkey::int2[] INTO pk_cols FROM pg_index i WHERE i.indrelid = tbl AND i.indisprimary;
+    IF pk_cols IS NULL THEN
+        RAISE EXCEPTION 'table "%" has no primary key', tbl USING ERRCODE = 'invalid_table_definition',
+            HINT = format('Add one that starts with or includes %I, e.g. PRIMARY KEY (%I, id).', tenant_column, tenant_column);
+    END IF;
+    IF NOT att.attnum = ANY (pk_cols) THEN
+        RAISE EXCEPTION 'tenant column "%" is not part of the primary key of "%"', tenant_column, tbl
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'Rows are keyed by tenant at the edges: include the tenant column in the primary key.';
+    END IF;
+    INSERT INTO edgeshard.distributed_tables (relid, tenant_column) VALUES (tbl, tenant_column);
+    EXECUTE format('CREATE TRIGGER edgeshard_write_guard BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION edgeshard.write_guard(%L)', tbl, tenant_column);
+END $$;
+COMMENT ON FUNCTION edgeshard.distribute_table(regclass, name) IS
+    'marks a table as holding tenant rows and installs the write guard on it';
+
+CREATE FUNCTION edgeshard.undistribute_table(tbl regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    DELETE FROM edgeshard.distributed_tables d WHERE d.relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table "%" is not distributed', tbl USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS edgeshard_write_guard ON %s', tbl);
+END $$;
+
+-- A dropped distributed table leaves the catalog with it.
+CREATE FUNCTION edgeshard.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    DELETE FROM edgeshard.distributed_tables d
+     WHERE d.relid::oid IN (SELECT o.objid FROM pg_event_trigger_dropped_objects() o
+                             WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0);
+END $$;
+CREATE EVENT TRIGGER edgeshard_sql_drop ON sql_drop EXECUTE FUNCTION edgeshard.on_sql_drop();
+
+-- Administration is for the superuser and roles granted it explicitly.
+REVOKE ALL ON FUNCTION
+    edgeshard.add_shard(text, text, integer, text), edgeshard.remove_shard(text, boolean),
+    edgeshard.set_shard_weight(text, integer), edgeshard.place_tenant(text, text),
+    edgeshard.place_tenant(bigint, text), edgeshard.unplace_tenant(text),
+    edgeshard.unplace_tenant(bigint), edgeshard.set_tier(text, text, text),
+    edgeshard.set_tier(bigint, text, text), edgeshard.distribute_table(regclass, name),
+    edgeshard.undistribute_table(regclass), edgeshard._shard_id(text),
+    edgeshard._check_host(text, integer, text)
+FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA edgeshard TO PUBLIC;
+GRANT SELECT ON edgeshard.shard_map, edgeshard.tenant_placement TO PUBLIC;
