@@ -4,5 +4,6 @@
 #pragma once
 
 #if defined(POSTGRES_H)
-#error "common/ code must not see PostgreSQL server headers: include C++ and common/ headers before postgres.h"
+#error \
+    "common/ code must not see PostgreSQL server headers: include C++ and common/ headers before postgres.h"
 #endif

@@ -58,6 +58,22 @@ CREATE TABLE edgeshard.map_epoch (
 COMMENT ON TABLE edgeshard.map_epoch IS
     'one row: the shard map epoch, bumped once by every transaction that changes the map (no row: epoch 0)';
 
+-- A restore loads the dumped epoch row after the other catalog tables, whose loading already
+-- created a row through the map_change triggers: the two merge, keeping the higher epoch.
+CREATE FUNCTION edgeshard.merge_epoch_row() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    UPDATE edgeshard.map_epoch m
+       SET epoch = greatest(m.epoch, NEW.epoch), changed_at = greatest(m.changed_at, NEW.changed_at)
+     WHERE m.singleton;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER merge_rows BEFORE INSERT ON edgeshard.map_epoch
+    FOR EACH ROW EXECUTE FUNCTION edgeshard.merge_epoch_row();
+
 SELECT pg_catalog.pg_extension_config_dump('edgeshard.shards', '');
 SELECT pg_catalog.pg_extension_config_dump('edgeshard.shard_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('edgeshard.tenants', '');
