@@ -23,13 +23,16 @@ extern "C" {
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/snapmgr.h"
 }
 
 namespace edgeshard::shard_map {
 
 namespace {
 
-// Bound on cached tenant placements per backend; past it the cache starts over.
+// Up to this many rows, edgeshard.tenants is read whole with the map: routing then needs no
+// lookup at all. Bigger catalogs are looked up per tenant and cached up to kMaxCachedPlacements.
+constexpr size_t kFullLoadLimit = 50000;
 constexpr size_t kMaxCachedPlacements = 1 << 18;
 
 // Backend-local cache state: plain data, set up lazily.
@@ -113,24 +116,35 @@ HashRing make_ring(const std::vector<Shard>& shards, const std::vector<int32_t>&
 
 }  // namespace
 
+// A row of edgeshard.tenants with its shard still as a shard_id.
+struct TenantRow {
+  std::string tenant;
+  int32_t shard_id;  // -1 when NULL
+  bool moving;
+};
+
 struct Map::Catalog {
   CatalogOids oids;
   int64_t epoch = 0;
   std::vector<Shard> shards;
+  std::vector<TenantRow> tenants;  // all of them, or empty with tenants_complete false
+  bool tenants_complete = false;
   Oid tenants_pkey = InvalidOid;
   int16_t tenant_id_attnum = 0;
   int16_t tenant_shard_attnum = 0;
   int16_t tenant_state_attnum = 0;
 };
 
-// Reads the epoch, every shard, and what placement lookups need about edgeshard.tenants.
+// Reads the epoch, every shard, and the tenants (all, or what lookups need), in one snapshot so
+// that they agree with each other.
 static Map::Catalog read_catalog() {
   Map::Catalog c;
   c.oids = find_catalog();
+  Snapshot snapshot = pg::call([] { return RegisterSnapshot(GetLatestSnapshot()); });
   pg::call([&] {
     Relation rel = table_open(c.oids.map_epoch, AccessShareLock);
     AttrNumber a_epoch = attnum_of(rel, "epoch");
-    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 0, nullptr);
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, nullptr);
     HeapTuple tup = systable_getnext(scan);
     if (HeapTupleIsValid(tup)) {
       bool isnull;
@@ -147,7 +161,7 @@ static Map::Catalog read_catalog() {
     AttrNumber a_name = attnum_of(rel, "name");
     AttrNumber a_weight = attnum_of(rel, "weight");
     AttrNumber a_state = attnum_of(rel, "state");
-    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 0, nullptr);
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, nullptr);
     HeapTuple tup;
     while (HeapTupleIsValid(tup = systable_getnext(scan))) {
       bool null_id, null_name, null_weight, null_state;
@@ -165,12 +179,33 @@ static Map::Catalog read_catalog() {
   });
   pg::call([&] {
     Relation rel = table_open(c.oids.tenants, AccessShareLock);
+    TupleDesc desc = RelationGetDescr(rel);
     c.tenants_pkey = RelationGetPrimaryKeyIndex(rel);
     c.tenant_id_attnum = attnum_of(rel, "tenant_id");
     c.tenant_shard_attnum = attnum_of(rel, "shard_id");
     c.tenant_state_attnum = attnum_of(rel, "state");
+    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, nullptr);
+    HeapTuple tup;
+    c.tenants_complete = true;
+    while (HeapTupleIsValid(tup = systable_getnext(scan))) {
+      if (c.tenants.size() == kFullLoadLimit) {
+        c.tenants_complete = false;
+        c.tenants.clear();
+        break;
+      }
+      bool null_id, null_shard, null_state;
+      Datum id = heap_getattr(tup, c.tenant_id_attnum, desc, &null_id);
+      Datum shard = heap_getattr(tup, c.tenant_shard_attnum, desc, &null_shard);
+      Datum state = heap_getattr(tup, c.tenant_state_attnum, desc, &null_state);
+      if (null_id) continue;  // primary key
+      c.tenants.push_back(TenantRow{std::string(text_view(id)),
+                                    null_shard ? -1 : DatumGetInt32(shard),
+                                    !null_state && text_view(state) == "moving"});
+    }
+    systable_endscan(scan);
     table_close(rel, AccessShareLock);
   });
+  pg::call([snapshot] { UnregisterSnapshot(snapshot); });
   std::sort(c.shards.begin(), c.shards.end(),
             [](const Shard& a, const Shard& b) { return a.name < b.name; });
   return c;
@@ -183,12 +218,24 @@ Map::Map(Catalog&& c)
       shards_(std::move(c.shards)),
       ring_shards_(ring_member_shards(shards_)),
       ring_(make_ring(shards_, ring_shards_)),
+      complete_(c.tenants_complete),
       tenants_relid_(c.oids.tenants),
       tenants_pkey_(c.tenants_pkey),
       tenant_id_attnum_(c.tenant_id_attnum),
       tenant_shard_attnum_(c.tenant_shard_attnum),
       tenant_state_attnum_(c.tenant_state_attnum) {
   g_map_epoch_relid = c.oids.map_epoch;
+  placements_.reserve(c.tenants.size());
+  for (TenantRow& row : c.tenants)
+    placements_.emplace(std::move(row.tenant),
+                        Placement{shard_index_of_id(row.shard_id), row.moving});
+}
+
+// Index into shards_ of the shard with this shard_id, or -1 (also for -1, a NULL shard_id).
+int32_t Map::shard_index_of_id(int32_t shard_id) const noexcept {
+  for (size_t i = 0; i < shards_.size(); i++)
+    if (shards_[i].shard_id == shard_id) return static_cast<int32_t>(i);
+  return -1;
 }
 
 int32_t Map::find_shard(std::string_view name) const noexcept {
@@ -224,8 +271,7 @@ Map::Placement Map::lookup_placement(std::string_view key) const {
     pfree(key_text);
   });
   if (!found || shard_id < 0) return Placement{-1, moving};
-  for (size_t i = 0; i < shards_.size(); i++)
-    if (shards_[i].shard_id == shard_id) return Placement{static_cast<int32_t>(i), moving};
+  if (int32_t index = shard_index_of_id(shard_id); index >= 0) return Placement{index, moving};
   // The placement names a shard added after this map was read: the map changed under us.
   pg::raise(ERRCODE_T_R_SERIALIZATION_FAILURE,
             "shard map changed while routing tenant \"" + std::string(key.substr(0, 64)) + "\"",
@@ -236,6 +282,8 @@ Owner Map::owner_of(std::string_view key) {
   Placement p;
   if (auto it = placements_.find(key); it != placements_.end()) {
     p = it->second;
+  } else if (complete_) {
+    p = Placement{-1, false};
   } else {
     p = lookup_placement(key);
     if (placements_.size() >= kMaxCachedPlacements) placements_.clear();

@@ -61,19 +61,24 @@ class Map {
   // Owner of the tenant with canonical key `key` (explicit placement first, else the ring).
   Owner owner_of(std::string_view key);
 
- private:
+  // A row of edgeshard.tenants as routing needs it.
   struct Placement {
     int32_t shard_index;  // -1: no explicit placement (the ring decides)
     bool moving;
   };
 
+ private:
   Placement lookup_placement(std::string_view key) const;
+  int32_t shard_index_of_id(int32_t shard_id) const noexcept;
 
   int64_t epoch_ = 0;
   std::vector<Shard> shards_;  // sorted by name: ring member order is part of the ring's contract
   std::vector<int32_t> ring_shards_;
   HashRing ring_;
+  // Every row of edgeshard.tenants when it has at most kFullLoadLimit rows (complete_), so a
+  // tenant missing here follows the ring without a lookup; else a bounded cache of lookups.
   std::unordered_map<std::string, Placement, StringHash, std::equal_to<>> placements_;
+  bool complete_ = false;
   unsigned int tenants_relid_ = 0;
   unsigned int tenants_pkey_ = 0;
   int16_t tenant_id_attnum_ = 0;

@@ -1,9 +1,12 @@
-// The write guard: a BEFORE ROW trigger on every distributed table that refuses rows of tenants
-// this node does not own (SQLSTATE SH001) or that are being moved (SH002).
-//
-// distribute_table() installs it as edgeshard_write_guard with the tenant column's name as its
-// argument. It fires for INSERT (including COPY FROM and INSERT ... ON CONFLICT), UPDATE (the old
-// and the new tenant must both be local) and DELETE.
+// The write guard: refuses rows of tenants this node does not own (SQLSTATE SH001) or that are
+// being moved (SH002). distribute_table() installs three pieces on a table:
+//   - CHECK (edgeshard.guard_tenant(col, 'tbl'::regclass)) NOT VALID, named edgeshard_write_guard:
+//     the new row of every INSERT, UPDATE, COPY FROM, ON CONFLICT and MERGE. A constraint costs an
+//     expression call per row where a BEFORE ROW trigger would cost a trigger call, a formed heap
+//     tuple and COPY's batched inserts. NOT VALID so that pg_dump restores it after the data.
+//   - BEFORE DELETE FOR EACH ROW trigger edgeshard_guard_delete: the deleted row's tenant.
+//   - BEFORE UPDATE OF col FOR EACH ROW WHEN (OLD.col IS DISTINCT FROM NEW.col) trigger
+//     edgeshard_guard_update: the old tenant of a row whose tenant changes.
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -16,6 +19,7 @@
 
 extern "C" {
 #include "access/htup_details.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -25,28 +29,93 @@ namespace edgeshard::write_guard {
 
 namespace {
 
-// Longest key the per-statement memo remembers.
+// Longest key the per-call-site memo remembers.
 constexpr size_t kMemoKeySize = 64;
 
-// Per-statement state of one trigger call site, palloc'ed in fn_mcxt (plain data only).
+// Per-call-site state (one per constraint or trigger in a statement), palloc'ed in fn_mcxt.
 struct GuardState {
-  Oid relid;
-  AttrNumber attnum;
-  Oid typid;
+  Oid relid;            // trigger: the relation the column was resolved for
+  AttrNumber attnum;    // trigger: the tenant column
+  Oid typid;            // trigger: its type
   uint64_t generation;  // shard-map generation the memo belongs to
-  size_t memo_len;      // last key found local; bulk loads repeat the same tenant
+  size_t memo_len;      // last key found local: bulk loads repeat the same tenant
   bool memo_valid;
   char memo_key[kMemoKeySize];
 };
 
+// The call site's state, created zeroed on first use.
+GuardState* state_of(FunctionCallInfo fcinfo) {
+  if (fcinfo->flinfo->fn_extra == nullptr)
+    fcinfo->flinfo->fn_extra = pg::call([fcinfo] {
+      return MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(GuardState));
+    });
+  return static_cast<GuardState*>(fcinfo->flinfo->fn_extra);
+}
+
+// The name of a relation for messages.
+std::string relation_name(Oid relid) {
+  return pg::call([relid] {
+    char* name = get_rel_name(relid);
+    return std::string(name != nullptr ? name : "?");
+  });
+}
+
+// Raises unless this node may write rows of tenant `key` into relation `relid`.
+void check_key(GuardState* state, std::string_view key, Oid relid) {
+  if (edgeshard_bypass_write_guard) return;
+  if (state->memo_valid && state->generation == shard_map::generation() &&
+      state->memo_len == key.size() && memcmp(state->memo_key, key.data(), key.size()) == 0)
+    return;
+
+  shard_map::Map& map = shard_map::current();
+  shard_map::Owner owner;
+  const shard_map::Shard& shard = routing::owner_shard(map, key, &owner);
+  if (owner.moving)
+    pg::raise(sqlstate::kTenantMoving,
+              pg::format("tenant \"%s\" is being moved between shards (shard map epoch %lld)",
+                         routing::display_key(key).c_str(), static_cast<long long>(map.epoch())),
+              "Writes to the tenant are fenced while its rows are copied.",
+              "Retry the write after a short backoff.");
+  if (edgeshard_node_name == nullptr || edgeshard_node_name[0] == '\0')
+    pg::raise(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+              "edgeshard.node_name is not set, so the write guard cannot tell which tenants are "
+              "local",
+              {}, "Set edgeshard.node_name in postgresql.conf to this server's shard name and reload.");
+  if (shard.name != edgeshard_node_name)
+    pg::raise(sqlstate::kWrongShard,
+              pg::format("tenant \"%s\" belongs to shard \"%s\", not to this node \"%s\" (shard "
+                         "map epoch %lld)",
+                         routing::display_key(key).c_str(), shard.name.c_str(),
+                         edgeshard_node_name, static_cast<long long>(map.epoch())),
+              pg::format("Table \"%s\" is distributed by tenant; this node only accepts rows of "
+                         "its own tenants.",
+                         relation_name(relid).c_str()),
+              pg::format("Send the write to shard \"%s\"; a router on an older map should refresh "
+                         "it from edgeshard.shard_map.",
+                         shard.name.c_str()));
+  state->generation = shard_map::generation();
+  state->memo_valid = key.size() <= kMemoKeySize;
+  if (state->memo_valid) {
+    memcpy(state->memo_key, key.data(), key.size());
+    state->memo_len = key.size();
+  }
+}
+
+// Checks a guard_tenant() call: argument 0 the tenant of type `typid`, argument 1 the table.
+Datum guard_tenant(FunctionCallInfo fcinfo, Oid typid) {
+  Oid relid = PG_ARGISNULL(1) ? InvalidOid : PG_GETARG_OID(1);
+  if (PG_ARGISNULL(0))
+    pg::raise(ERRCODE_NOT_NULL_VIOLATION,
+              "tenant column of distributed table \"" + relation_name(relid) +
+                  "\" must not be null");
+  char buffer[routing::kKeyBufferSize];
+  check_key(state_of(fcinfo), routing::tenant_key(PG_GETARG_DATUM(0), typid, buffer), relid);
+  return BoolGetDatum(true);
+}
+
 // Finds the tenant column named by the trigger argument; raises if it is gone or mistyped.
 void resolve_column(GuardState* state, Relation rel, const Trigger* trigger) {
-  if (trigger->tgnargs != 1)
-    pg::raise(ERRCODE_TRIGGERED_ACTION_EXCEPTION,
-              "edgeshard write guard on table \"" + std::string(RelationGetRelationName(rel)) +
-                  "\" must have the tenant column as its only argument",
-              {}, "Reinstall it with edgeshard.distribute_table().");
-  const char* column = trigger->tgargs[0];
+  const char* column = trigger->tgnargs == 1 ? trigger->tgargs[0] : "";
   TupleDesc desc = RelationGetDescr(rel);
   for (int i = 0; i < desc->natts; i++) {
     Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -64,85 +133,47 @@ void resolve_column(GuardState* state, Relation rel, const Trigger* trigger) {
             {}, "Run edgeshard.undistribute_table() and edgeshard.distribute_table() again.");
 }
 
-// Raises unless this node may write rows of the tenant in `tuple`.
-void check_tuple(GuardState* state, Relation rel, HeapTuple tuple) {
-  bool isnull;
-  Datum value = heap_getattr(tuple, state->attnum, RelationGetDescr(rel), &isnull);
-  if (isnull)
-    pg::raise(ERRCODE_NOT_NULL_VIOLATION,
-              pg::format("tenant column of distributed table \"%s\" must not be null",
-                         RelationGetRelationName(rel)));
-  char buffer[routing::kKeyBufferSize];
-  std::string_view key = routing::tenant_key(value, state->typid, buffer);
-
-  uint64_t generation = shard_map::generation();
-  if (state->memo_valid && state->generation == generation && state->memo_len == key.size() &&
-      memcmp(state->memo_key, key.data(), key.size()) == 0)
-    return;
-
-  shard_map::Map& map = shard_map::current();
-  shard_map::Owner owner;
-  const shard_map::Shard& shard = routing::owner_shard(map, key, &owner);
-  std::string shown = routing::display_key(key);
-  if (owner.moving)
-    pg::raise(sqlstate::kTenantMoving,
-              pg::format("tenant \"%s\" is being moved between shards (shard map epoch %lld)",
-                         shown.c_str(), static_cast<long long>(map.epoch())),
-              pg::format("Writes to the tenant are fenced while its rows are copied."),
-              "Retry the write after a short backoff.");
-  if (edgeshard_node_name == nullptr || edgeshard_node_name[0] == '\0')
-    pg::raise(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-              "edgeshard.node_name is not set, so the write guard cannot tell which tenants are local",
-              {}, "Set edgeshard.node_name in postgresql.conf to this server's shard name and reload.");
-  if (shard.name != edgeshard_node_name)
-    pg::raise(sqlstate::kWrongShard,
-              pg::format("tenant \"%s\" belongs to shard \"%s\", not to this node \"%s\" (shard "
-                         "map epoch %lld)",
-                         shown.c_str(), shard.name.c_str(), edgeshard_node_name,
-                         static_cast<long long>(map.epoch())),
-              pg::format("Table \"%s\" is distributed by tenant; this node only accepts rows of "
-                         "its own tenants.",
-                         RelationGetRelationName(rel)),
-              pg::format("Send the write to shard \"%s\"; a router on an older map should refresh "
-                         "it from edgeshard.shard_map.",
-                         shard.name.c_str()));
-  state->generation = shard_map::generation();
-  state->memo_valid = key.size() <= kMemoKeySize;
-  if (state->memo_valid) {
-    memcpy(state->memo_key, key.data(), key.size());
-    state->memo_len = key.size();
-  }
-}
-
 }  // namespace
 }  // namespace edgeshard::write_guard
 
 using namespace edgeshard;
 
-// edgeshard.write_guard() trigger: BEFORE INSERT OR UPDATE OR DELETE FOR EACH ROW.
+// edgeshard.guard_tenant(bigint, regclass) -> true, or raises: the CHECK of integer tenant columns.
+EDGESHARD_FUNCTION(guard_tenant_bigint) { return write_guard::guard_tenant(fcinfo, INT8OID); }
+
+// edgeshard.guard_tenant(text, regclass) -> true, or raises: text and varchar tenant columns.
+EDGESHARD_FUNCTION(guard_tenant_text) { return write_guard::guard_tenant(fcinfo, TEXTOID); }
+
+// edgeshard.guard_tenant(uuid, regclass) -> true, or raises: uuid tenant columns.
+EDGESHARD_FUNCTION(guard_tenant_uuid) { return write_guard::guard_tenant(fcinfo, UUIDOID); }
+
+// edgeshard.write_guard(column) trigger: BEFORE DELETE, or BEFORE UPDATE of the tenant column,
+// FOR EACH ROW; checks the old row's tenant (the CHECK constraint covers new rows).
 EDGESHARD_FUNCTION(write_guard) {
   if (!CALLED_AS_TRIGGER(fcinfo))
     pg::raise(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
               "edgeshard.write_guard() must be called as a trigger");
   auto* trigdata = reinterpret_cast<TriggerData*>(fcinfo->context);
   TriggerEvent event = trigdata->tg_event;
-  if (!TRIGGER_FIRED_BEFORE(event) || !TRIGGER_FIRED_FOR_ROW(event))
+  if (!TRIGGER_FIRED_BEFORE(event) || !TRIGGER_FIRED_FOR_ROW(event) ||
+      TRIGGER_FIRED_BY_INSERT(event))
     pg::raise(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-              "edgeshard.write_guard() must fire BEFORE ... FOR EACH ROW");
-  HeapTuple result = TRIGGER_FIRED_BY_UPDATE(event) ? trigdata->tg_newtuple : trigdata->tg_trigtuple;
+              "edgeshard.write_guard() must fire BEFORE UPDATE or DELETE, FOR EACH ROW");
+  HeapTuple result =
+      TRIGGER_FIRED_BY_UPDATE(event) ? trigdata->tg_newtuple : trigdata->tg_trigtuple;
   if (edgeshard_bypass_write_guard) return PointerGetDatum(result);
 
   Relation rel = trigdata->tg_relation;
-  auto* state = static_cast<write_guard::GuardState*>(fcinfo->flinfo->fn_extra);
-  if (state == nullptr || state->relid != RelationGetRelid(rel)) {
-    state = static_cast<write_guard::GuardState*>(pg::call([fcinfo] {
-      return MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(write_guard::GuardState));
-    }));
+  write_guard::GuardState* state = write_guard::state_of(fcinfo);
+  if (state->relid != RelationGetRelid(rel))
     write_guard::resolve_column(state, rel, trigdata->tg_trigger);
-    fcinfo->flinfo->fn_extra = state;
+  bool isnull;
+  Datum value =
+      heap_getattr(trigdata->tg_trigtuple, state->attnum, RelationGetDescr(rel), &isnull);
+  if (!isnull) {  // a NULL tenant cannot be in the table: the column is in the primary key
+    char buffer[routing::kKeyBufferSize];
+    write_guard::check_key(state, routing::tenant_key(value, state->typid, buffer),
+                           RelationGetRelid(rel));
   }
-  // INSERT and DELETE: the one row; UPDATE: the old row's tenant and the new one's.
-  write_guard::check_tuple(state, rel, trigdata->tg_trigtuple);
-  if (TRIGGER_FIRED_BY_UPDATE(event)) write_guard::check_tuple(state, rel, trigdata->tg_newtuple);
   return PointerGetDatum(result);
 }

@@ -115,6 +115,15 @@ CREATE FUNCTION edgeshard.bookmark() RETURNS text
 COMMENT ON FUNCTION edgeshard.bookmark() IS
     'node/LSN covering every transaction committed so far here; edges wait for it to read their writes';
 
+-- The write guard (installed by distribute_table): a CHECK constraint on new rows, triggers on old.
+CREATE FUNCTION edgeshard.guard_tenant(tenant bigint, tbl regclass) RETURNS boolean
+    LANGUAGE c AS 'MODULE_PATHNAME', 'guard_tenant_bigint';
+CREATE FUNCTION edgeshard.guard_tenant(tenant text, tbl regclass) RETURNS boolean
+    LANGUAGE c AS 'MODULE_PATHNAME', 'guard_tenant_text';
+CREATE FUNCTION edgeshard.guard_tenant(tenant uuid, tbl regclass) RETURNS boolean
+    LANGUAGE c AS 'MODULE_PATHNAME', 'guard_tenant_uuid';
+COMMENT ON FUNCTION edgeshard.guard_tenant(bigint, regclass) IS
+    'true if this node may write rows of the tenant, else raises SH001 (other owner) or SH002 (moving)';
 CREATE FUNCTION edgeshard.write_guard() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'write_guard';
 
@@ -438,11 +447,21 @@ BEGIN
                   HINT = 'Rows are keyed by tenant at the edges: include the tenant column in the primary key.';
     END IF;
     INSERT INTO edgeshard.distributed_tables (relid, tenant_column) VALUES (tbl, tenant_column);
-    EXECUTE format('CREATE TRIGGER edgeshard_write_guard BEFORE INSERT OR UPDATE OR DELETE ON %s '
+    -- New rows (INSERT, UPDATE, COPY, ON CONFLICT, MERGE): a constraint, NOT VALID so that pg_dump
+    -- adds it back after the data and existing rows are not scanned now.
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT edgeshard_write_guard '
+                   'CHECK (edgeshard.guard_tenant(%I, %L::regclass)) NOT VALID',
+                   tbl, tenant_column, tbl::text);
+    -- Old rows: the deleted row, and the row whose tenant an UPDATE changes.
+    EXECUTE format('CREATE TRIGGER edgeshard_guard_delete BEFORE DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION edgeshard.write_guard(%L)', tbl, tenant_column);
+    EXECUTE format('CREATE TRIGGER edgeshard_guard_update BEFORE UPDATE OF %I ON %s '
+                   'FOR EACH ROW WHEN (OLD.%I IS DISTINCT FROM NEW.%I) '
+                   'EXECUTE FUNCTION edgeshard.write_guard(%L)',
+                   tenant_column, tbl, tenant_column, tenant_column, tenant_column);
 END $$;
 COMMENT ON FUNCTION edgeshard.distribute_table(regclass, name) IS
-    'marks a table as holding tenant rows and installs the write guard on it';
+    'marks a table as holding tenant rows and installs the write guard on it (constraint and triggers)';
 
 CREATE FUNCTION edgeshard.undistribute_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
@@ -451,7 +470,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table "%" is not distributed', tbl USING ERRCODE = 'undefined_object';
     END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS edgeshard_write_guard ON %s', tbl);
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS edgeshard_write_guard', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS edgeshard_guard_delete ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS edgeshard_guard_update ON %s', tbl);
 END $$;
 
 -- A dropped distributed table leaves the catalog with it.

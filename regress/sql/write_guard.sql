@@ -10,7 +10,8 @@ CREATE TABLE orders (tenant_id bigint, order_id int, note text, PRIMARY KEY (ten
 CREATE TABLE plain (tenant_id bigint, note text);  -- not distributed: never guarded
 SELECT edgeshard.distribute_table('orders', 'tenant_id');
 SELECT relid, tenant_column FROM edgeshard.distributed_tables;
-SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'orders'::regclass;
+SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'orders'::regclass ORDER BY tgname;
+SELECT conname, convalidated, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'c';
 
 -- INSERT: the owner accepts, the other shard refuses with SH001 naming owner and epoch
 INSERT INTO orders VALUES (:local_tenant, 1, 'local');
@@ -165,14 +166,29 @@ SELECT edgeshard.distribute_table(NULL, 'tenant_id');
 \echo :LAST_ERROR_SQLSTATE
 SELECT relid FROM edgeshard.distributed_tables ORDER BY relid::text;
 
--- a renamed tenant column is reported, not silently unguarded
+-- a renamed tenant column: the constraint follows it, the old-row triggers report it
 ALTER TABLE events RENAME COLUMN tenant TO tenant_uuid;
-INSERT INTO events VALUES (:'local_uuid', 2);
+INSERT INTO events VALUES (:'remote_uuid', 2);
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM events;
 \echo :LAST_ERROR_SQLSTATE
 ALTER TABLE events RENAME COLUMN tenant_uuid TO tenant;
 
+-- VALIDATE CONSTRAINT finds foreign rows already in a table
+SET edgeshard.bypass_write_guard = on;
+INSERT INTO events VALUES (:'remote_uuid', 3);
+RESET edgeshard.bypass_write_guard;
+ALTER TABLE events VALIDATE CONSTRAINT edgeshard_write_guard;
+\echo :LAST_ERROR_SQLSTATE
+SET edgeshard.bypass_write_guard = on;
+DELETE FROM events WHERE tenant = :'remote_uuid';
+RESET edgeshard.bypass_write_guard;
+ALTER TABLE events VALIDATE CONSTRAINT edgeshard_write_guard;
+
 -- undistribute_table removes the guard; a dropped table leaves the catalog
 SELECT edgeshard.undistribute_table('events');
+SELECT count(*) AS guard_objects_left FROM pg_trigger WHERE tgrelid = 'events'::regclass AND tgname LIKE 'edgeshard%';
+SELECT count(*) AS guard_objects_left FROM pg_constraint WHERE conrelid = 'events'::regclass AND conname LIKE 'edgeshard%';
 INSERT INTO events VALUES (:'remote_uuid', 1);
 SELECT edgeshard.undistribute_table('events');
 \echo :LAST_ERROR_SQLSTATE
