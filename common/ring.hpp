@@ -60,8 +60,9 @@ class HashRing {
   // Points as a struct of arrays: the lookup scans hashes only and reads one owner at the end.
   std::vector<uint64_t> hashes_;
   std::vector<int32_t> owners_;
-  // bucket_start_[b] = first point whose top 16 bits are >= b; one extra entry at the end so
-  // bucket b's candidates always end at bucket_start_[b + 1].
+  // bucket_start_[b] = first point whose top (64 - table_shift_) bits are >= b; one extra entry
+  // at the end so bucket b's candidates always end at bucket_start_[b + 1].
+  int table_shift_ = 64;
   std::vector<uint32_t> bucket_start_;
 };
 

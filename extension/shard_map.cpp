@@ -280,7 +280,9 @@ Map::Placement Map::lookup_placement(std::string_view key) const {
 
 Owner Map::owner_of(std::string_view key) {
   Placement p;
-  if (auto it = placements_.find(key); it != placements_.end()) {
+  if (complete_ && placements_.empty()) {  // the common case: nobody is placed explicitly
+    p = Placement{-1, false};
+  } else if (auto it = placements_.find(key); it != placements_.end()) {
     p = it->second;
   } else if (complete_) {
     p = Placement{-1, false};
