@@ -1,12 +1,16 @@
-// edgeshard.on_map_change(): statement trigger on the catalog tables. Bumps the map epoch once per
+// edgeshard.on_map_change(): trigger on the catalog tables. Bumps the map epoch once per
 // transaction and sends the invalidation that makes every backend re-read the map, whether the
 // change came through an edgeshard function, plain DML on the catalog, or a restore.
 #include "extension/shard_map.hpp"
+#include <cstring>
+
 #include "extension/pg_cxx.hpp"
 
 extern "C" {
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 }
 
 namespace {
@@ -25,11 +29,21 @@ constexpr const char* kFirstEpoch =
 
 using namespace edgeshard;
 
-// Trigger AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE FOR EACH STATEMENT on the catalog tables.
+// Trigger AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW, and AFTER TRUNCATE FOR EACH STATEMENT,
+// on the catalog tables.
 EDGESHARD_FUNCTION(on_map_change) {
   if (!CALLED_AS_TRIGGER(fcinfo))
     pg::raise(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
               "edgeshard.on_map_change() must be called as a trigger");
+  // Only edgeshard's own catalog may bump the epoch (the function runs as its owner).
+  auto* trigdata = reinterpret_cast<TriggerData*>(fcinfo->context);
+  bool in_catalog = pg::call([trigdata] {
+    char* nsp = get_namespace_name(RelationGetNamespace(trigdata->tg_relation));
+    return nsp != nullptr && strcmp(nsp, "edgeshard") == 0;
+  });
+  if (!in_catalog)
+    pg::raise(ERRCODE_INSUFFICIENT_PRIVILEGE,
+              "edgeshard.on_map_change() only runs on edgeshard's catalog tables");
   pg::call([] {
     SPI_connect();
     int rc = SPI_execute(kBumpEpoch, false, 0);

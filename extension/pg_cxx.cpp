@@ -7,6 +7,7 @@
 #include "extension/pg_cxx.hpp"
 
 extern "C" {
+#include "mb/pg_wchar.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
 }
@@ -93,10 +94,21 @@ void capture_current_exception(PendingError* out) noexcept {
   }
 }
 
+// Length of the longest prefix of `text` made of whole characters: copy_text may have cut a
+// multibyte character in two, and an invalid encoding must not reach the client.
+static int whole_chars(const char* text) {
+  int len = static_cast<int>(strlen(text));
+  return pg_mbcliplen(text, len, len);
+}
+
 void raise_pending(const PendingError* pending) {
-  ereport(ERROR, (errcode(pending->sqlstate), errmsg_internal("%s", pending->message),
-                  pending->detail[0] ? errdetail_internal("%s", pending->detail) : 0,
-                  pending->hint[0] ? errhint("%s", pending->hint) : 0));
+  ereport(ERROR,
+          (errcode(pending->sqlstate),
+           errmsg_internal("%.*s", whole_chars(pending->message), pending->message),
+           pending->detail[0] ? errdetail_internal("%.*s", whole_chars(pending->detail),
+                                                   pending->detail)
+                              : 0,
+           pending->hint[0] ? errhint("%.*s", whole_chars(pending->hint), pending->hint) : 0));
   pg_unreachable();
 }
 

@@ -93,9 +93,13 @@ void destroy_map(void* arg) {
   if (g_map == arg) g_map = nullptr;
 }
 
-// Relcache callback: a change of edgeshard.map_epoch (or a full reset) makes the map stale.
+// Relcache callback: a change of edgeshard.map_epoch (or a full reset) makes the map stale. The
+// generation moves at once too, so per-call-site memos stop matching before the next rebuild.
 void on_relcache_invalidation(Datum /*arg*/, Oid relid) {
-  if (relid == InvalidOid || relid == g_map_epoch_relid) g_valid = false;
+  if (relid == InvalidOid || relid == g_map_epoch_relid) {
+    g_valid = false;
+    g_generation++;
+  }
 }
 
 // Indexes (into shards) of the shards that take hashed tenants, in ring member order.
@@ -135,34 +139,38 @@ struct Map::Catalog {
   int16_t tenant_state_attnum = 0;
 };
 
-// Reads the epoch, every shard, and the tenants (all, or what lookups need), in one snapshot so
-// that they agree with each other.
+// Reads the epoch, every shard, and the tenants (all, or what lookups need) in one snapshot taken
+// after the three relations are locked, so that they agree with each other and with every
+// invalidation absorbed while locking.
 static Map::Catalog read_catalog() {
   Map::Catalog c;
   c.oids = find_catalog();
-  Snapshot snapshot = pg::call([] { return RegisterSnapshot(GetLatestSnapshot()); });
+  // From here on an invalidation of this map_epoch marks the map being built stale.
+  g_map_epoch_relid = c.oids.map_epoch;
   pg::call([&] {
-    Relation rel = table_open(c.oids.map_epoch, AccessShareLock);
-    AttrNumber a_epoch = attnum_of(rel, "epoch");
-    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, nullptr);
+    Relation epoch_rel = table_open(c.oids.map_epoch, AccessShareLock);
+    Relation shards_rel = table_open(c.oids.shards, AccessShareLock);
+    Relation tenants_rel = table_open(c.oids.tenants, AccessShareLock);
+    // For a non-catalog relation this is a fresh MVCC snapshot (allowed in parallel mode, unlike
+    // GetLatestSnapshot); during logical decoding it is the historic snapshot.
+    Snapshot snapshot = RegisterSnapshot(GetCatalogSnapshot(c.oids.map_epoch));
+
+    AttrNumber a_epoch = attnum_of(epoch_rel, "epoch");
+    SysScanDesc scan = systable_beginscan(epoch_rel, InvalidOid, false, snapshot, 0, nullptr);
     HeapTuple tup = systable_getnext(scan);
     if (HeapTupleIsValid(tup)) {
       bool isnull;
-      Datum d = heap_getattr(tup, a_epoch, RelationGetDescr(rel), &isnull);
+      Datum d = heap_getattr(tup, a_epoch, RelationGetDescr(epoch_rel), &isnull);
       if (!isnull) c.epoch = DatumGetInt64(d);
     }
     systable_endscan(scan);
-    table_close(rel, AccessShareLock);
-  });
-  pg::call([&] {
-    Relation rel = table_open(c.oids.shards, AccessShareLock);
-    TupleDesc desc = RelationGetDescr(rel);
-    AttrNumber a_id = attnum_of(rel, "shard_id");
-    AttrNumber a_name = attnum_of(rel, "name");
-    AttrNumber a_weight = attnum_of(rel, "weight");
-    AttrNumber a_state = attnum_of(rel, "state");
-    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, nullptr);
-    HeapTuple tup;
+
+    TupleDesc desc = RelationGetDescr(shards_rel);
+    AttrNumber a_id = attnum_of(shards_rel, "shard_id");
+    AttrNumber a_name = attnum_of(shards_rel, "name");
+    AttrNumber a_weight = attnum_of(shards_rel, "weight");
+    AttrNumber a_state = attnum_of(shards_rel, "state");
+    scan = systable_beginscan(shards_rel, InvalidOid, false, snapshot, 0, nullptr);
     while (HeapTupleIsValid(tup = systable_getnext(scan))) {
       bool null_id, null_name, null_weight, null_state;
       Datum id = heap_getattr(tup, a_id, desc, &null_id);
@@ -170,22 +178,20 @@ static Map::Catalog read_catalog() {
       Datum weight = heap_getattr(tup, a_weight, desc, &null_weight);
       Datum state = heap_getattr(tup, a_state, desc, &null_state);
       if (null_id || null_name || null_weight || null_state) continue;  // NOT NULL columns
-      c.shards.push_back(Shard{DatumGetInt32(id), std::string(text_view(name)),
-                               static_cast<uint32_t>(std::max(0, DatumGetInt32(weight))),
-                               text_view(state) == "active"});
+      // Detoast before any std::string exists: detoasting may raise.
+      bool active = text_view(state) == "active";
+      std::string_view name_text = text_view(name);
+      c.shards.push_back(Shard{DatumGetInt32(id), std::string(name_text),
+                               static_cast<uint32_t>(std::max(0, DatumGetInt32(weight))), active});
     }
     systable_endscan(scan);
-    table_close(rel, AccessShareLock);
-  });
-  pg::call([&] {
-    Relation rel = table_open(c.oids.tenants, AccessShareLock);
-    TupleDesc desc = RelationGetDescr(rel);
-    c.tenants_pkey = RelationGetPrimaryKeyIndex(rel);
-    c.tenant_id_attnum = attnum_of(rel, "tenant_id");
-    c.tenant_shard_attnum = attnum_of(rel, "shard_id");
-    c.tenant_state_attnum = attnum_of(rel, "state");
-    SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, nullptr);
-    HeapTuple tup;
+
+    desc = RelationGetDescr(tenants_rel);
+    c.tenants_pkey = RelationGetPrimaryKeyIndex(tenants_rel);
+    c.tenant_id_attnum = attnum_of(tenants_rel, "tenant_id");
+    c.tenant_shard_attnum = attnum_of(tenants_rel, "shard_id");
+    c.tenant_state_attnum = attnum_of(tenants_rel, "state");
+    scan = systable_beginscan(tenants_rel, InvalidOid, false, snapshot, 0, nullptr);
     c.tenants_complete = true;
     while (HeapTupleIsValid(tup = systable_getnext(scan))) {
       if (c.tenants.size() == kFullLoadLimit) {
@@ -198,14 +204,18 @@ static Map::Catalog read_catalog() {
       Datum shard = heap_getattr(tup, c.tenant_shard_attnum, desc, &null_shard);
       Datum state = heap_getattr(tup, c.tenant_state_attnum, desc, &null_state);
       if (null_id) continue;  // primary key
-      c.tenants.push_back(TenantRow{std::string(text_view(id)),
-                                    null_shard ? -1 : DatumGetInt32(shard),
-                                    !null_state && text_view(state) == "moving"});
+      bool moving = !null_state && text_view(state) == "moving";
+      std::string_view tenant = text_view(id);
+      c.tenants.push_back(
+          TenantRow{std::string(tenant), null_shard ? -1 : DatumGetInt32(shard), moving});
     }
     systable_endscan(scan);
-    table_close(rel, AccessShareLock);
+
+    UnregisterSnapshot(snapshot);
+    table_close(tenants_rel, AccessShareLock);
+    table_close(shards_rel, AccessShareLock);
+    table_close(epoch_rel, AccessShareLock);
   });
-  pg::call([snapshot] { UnregisterSnapshot(snapshot); });
   std::sort(c.shards.begin(), c.shards.end(),
             [](const Shard& a, const Shard& b) { return a.name < b.name; });
   return c;
@@ -224,7 +234,6 @@ Map::Map(Catalog&& c)
       tenant_id_attnum_(c.tenant_id_attnum),
       tenant_shard_attnum_(c.tenant_shard_attnum),
       tenant_state_attnum_(c.tenant_state_attnum) {
-  g_map_epoch_relid = c.oids.map_epoch;
   placements_.reserve(c.tenants.size());
   for (TenantRow& row : c.tenants)
     placements_.emplace(std::move(row.tenant),

@@ -56,7 +56,8 @@ CREATE TABLE edgeshard.map_epoch (
 ) WITH (user_catalog_table = true);
 
 COMMENT ON TABLE edgeshard.map_epoch IS
-    'one row: the shard map epoch, bumped once by every transaction that changes the map (no row: epoch 0)';
+    'one row: the shard map epoch, bumped once by every transaction that changes the map';
+INSERT INTO edgeshard.map_epoch (singleton, epoch, changed_at) VALUES (true, 1, now());
 
 -- A restore loads the dumped epoch row after the other catalog tables, whose loading already
 -- created a row through the map_change triggers: the two merge, keeping the higher epoch.
@@ -81,15 +82,23 @@ SELECT pg_catalog.pg_extension_config_dump('edgeshard.distributed_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('edgeshard.map_epoch', '');
 
 -- Every change of the map, however made, bumps the epoch and invalidates the routing caches.
+-- Row triggers, so that a statement that changes nothing bumps nothing.
 CREATE FUNCTION edgeshard.on_map_change() RETURNS trigger
     LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog
     AS 'MODULE_PATHNAME', 'on_map_change';
+REVOKE ALL ON FUNCTION edgeshard.on_map_change() FROM PUBLIC;
 
-CREATE TRIGGER map_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON edgeshard.shards
+CREATE TRIGGER map_change AFTER INSERT OR UPDATE OR DELETE ON edgeshard.shards
+    FOR EACH ROW EXECUTE FUNCTION edgeshard.on_map_change();
+CREATE TRIGGER map_truncate AFTER TRUNCATE ON edgeshard.shards
     FOR EACH STATEMENT EXECUTE FUNCTION edgeshard.on_map_change();
-CREATE TRIGGER map_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON edgeshard.tenants
+CREATE TRIGGER map_change AFTER INSERT OR UPDATE OR DELETE ON edgeshard.tenants
+    FOR EACH ROW EXECUTE FUNCTION edgeshard.on_map_change();
+CREATE TRIGGER map_truncate AFTER TRUNCATE ON edgeshard.tenants
     FOR EACH STATEMENT EXECUTE FUNCTION edgeshard.on_map_change();
-CREATE TRIGGER map_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON edgeshard.distributed_tables
+CREATE TRIGGER map_change AFTER INSERT OR UPDATE OR DELETE ON edgeshard.distributed_tables
+    FOR EACH ROW EXECUTE FUNCTION edgeshard.on_map_change();
+CREATE TRIGGER map_truncate AFTER TRUNCATE ON edgeshard.distributed_tables
     FOR EACH STATEMENT EXECUTE FUNCTION edgeshard.on_map_change();
 
 -- ---------------------------------------------------------------------------------------------
@@ -235,6 +244,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
     id integer;
 BEGIN
+    -- map changes serialise here (readers are not blocked)
+    LOCK TABLE edgeshard.map_epoch IN SHARE ROW EXCLUSIVE MODE;
     IF name IS NULL OR conninfo IS NULL OR weight IS NULL THEN
         RAISE EXCEPTION 'shard name, conninfo and weight must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -262,9 +273,12 @@ COMMENT ON FUNCTION edgeshard.add_shard(text, text, integer, text) IS
 CREATE FUNCTION edgeshard.remove_shard(name text, drain boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
-    id integer := edgeshard._shard_id(name);
+    id integer;
     placed bigint;
 BEGIN
+    -- map changes serialise here (readers are not blocked)
+    LOCK TABLE edgeshard.map_epoch IN SHARE ROW EXCLUSIVE MODE;
+    id := edgeshard._shard_id(name);
     SELECT count(*) INTO placed FROM edgeshard.tenants t WHERE t.shard_id = id;
     IF placed > 0 AND NOT coalesce(drain, false) THEN
         RAISE EXCEPTION 'shard "%" has % explicitly placed tenant(s)', name, placed
@@ -290,8 +304,11 @@ COMMENT ON FUNCTION edgeshard.remove_shard(text, boolean) IS
 CREATE FUNCTION edgeshard.set_shard_weight(name text, weight integer) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
-    id integer := edgeshard._shard_id(name);
+    id integer;
 BEGIN
+    -- map changes serialise here (readers are not blocked)
+    LOCK TABLE edgeshard.map_epoch IN SHARE ROW EXCLUSIVE MODE;
+    id := edgeshard._shard_id(name);
     IF weight IS NULL OR weight NOT BETWEEN 0 AND 1000 THEN
         RAISE EXCEPTION 'shard weight must be between 0 and 1000, not %', coalesce(weight::text, 'null')
             USING ERRCODE = 'invalid_parameter_value';
@@ -309,6 +326,8 @@ DECLARE
     id integer;
     current_tier text;
 BEGIN
+    -- map changes serialise here (readers are not blocked)
+    LOCK TABLE edgeshard.map_epoch IN SHARE ROW EXCLUSIVE MODE;
     PERFORM edgeshard._check_tenant(tenant);
     id := edgeshard._shard_id(shard);
     SELECT t.tier INTO current_tier FROM edgeshard.tenants t WHERE t.tenant_id = tenant;
@@ -335,6 +354,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
     row edgeshard.tenants;
 BEGIN
+    -- map changes serialise here (readers are not blocked)
+    LOCK TABLE edgeshard.map_epoch IN SHARE ROW EXCLUSIVE MODE;
     PERFORM edgeshard._check_tenant(tenant);
     SELECT * INTO row FROM edgeshard.tenants t WHERE t.tenant_id = tenant;
     IF NOT FOUND OR row.shard_id IS NULL THEN
@@ -363,6 +384,8 @@ DECLARE
     row edgeshard.tenants;
     target integer;
 BEGIN
+    -- map changes serialise here (readers are not blocked)
+    LOCK TABLE edgeshard.map_epoch IN SHARE ROW EXCLUSIVE MODE;
     PERFORM edgeshard._check_tenant(tenant);
     IF tier IS NULL OR tier NOT IN ('free', 'pro', 'enterprise') THEN
         RAISE EXCEPTION 'unknown tier "%"', coalesce(tier, 'null') USING ERRCODE = 'invalid_parameter_value',
@@ -410,6 +433,8 @@ DECLARE
     att pg_attribute;
     pk_cols int2[];
 BEGIN
+    -- map changes serialise here (readers are not blocked)
+    LOCK TABLE edgeshard.map_epoch IN SHARE ROW EXCLUSIVE MODE;
     IF tbl IS NULL OR tenant_column IS NULL THEN
         RAISE EXCEPTION 'table and tenant column must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -446,19 +471,31 @@ BEGIN
             USING ERRCODE = 'invalid_table_definition',
                   HINT = 'Rows are keyed by tenant at the edges: include the tenant column in the primary key.';
     END IF;
+    -- Plain inheritance children would get the constraint but not the old-row triggers.
+    IF EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE (i.inhparent = tbl OR i.inhrelid = tbl) AND NOT c.relispartition) THEN
+        RAISE EXCEPTION 'table "%" takes part in table inheritance', tbl
+            USING ERRCODE = 'feature_not_supported', HINT = 'Use declarative partitioning instead.';
+    END IF;
+    -- Refuse a table that already holds rows this node does not own (one scan, raising SH001 on
+    -- the first foreign row).
+    EXECUTE format('SELECT count(*) FROM %s WHERE NOT edgeshard.guard_tenant(%I, %L::regclass)',
+                   tbl, tenant_column, tbl::text);
     INSERT INTO edgeshard.distributed_tables (relid, tenant_column) VALUES (tbl, tenant_column);
     -- New rows (INSERT, UPDATE, COPY, ON CONFLICT, MERGE): a constraint, NOT VALID so that pg_dump
     -- adds it back after the data and existing rows are not scanned now.
     EXECUTE format('ALTER TABLE %s ADD CONSTRAINT edgeshard_write_guard '
                    'CHECK (edgeshard.guard_tenant(%I, %L::regclass)) NOT VALID',
                    tbl, tenant_column, tbl::text);
-    -- Old rows: the deleted row, and the row whose tenant an UPDATE changes.
+    -- Old rows: the deleted row and the updated row. Every UPDATE, not only those naming the
+    -- tenant column: another BEFORE trigger may change the tenant. ENABLE ALWAYS: also under
+    -- session_replication_role = replica (logical replication apply).
     EXECUTE format('CREATE TRIGGER edgeshard_guard_delete BEFORE DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION edgeshard.write_guard(%L)', tbl, tenant_column);
-    EXECUTE format('CREATE TRIGGER edgeshard_guard_update BEFORE UPDATE OF %I ON %s '
-                   'FOR EACH ROW WHEN (OLD.%I IS DISTINCT FROM NEW.%I) '
-                   'EXECUTE FUNCTION edgeshard.write_guard(%L)',
-                   tenant_column, tbl, tenant_column, tenant_column, tenant_column);
+    EXECUTE format('CREATE TRIGGER edgeshard_guard_update BEFORE UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION edgeshard.write_guard(%L)', tbl, tenant_column);
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER edgeshard_guard_delete, '
+                   'ENABLE ALWAYS TRIGGER edgeshard_guard_update', tbl);
 END $$;
 COMMENT ON FUNCTION edgeshard.distribute_table(regclass, name) IS
     'marks a table as holding tenant rows and installs the write guard on it (constraint and triggers)';
@@ -466,6 +503,8 @@ COMMENT ON FUNCTION edgeshard.distribute_table(regclass, name) IS
 CREATE FUNCTION edgeshard.undistribute_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
+    -- map changes serialise here (readers are not blocked)
+    LOCK TABLE edgeshard.map_epoch IN SHARE ROW EXCLUSIVE MODE;
     DELETE FROM edgeshard.distributed_tables d WHERE d.relid = tbl;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table "%" is not distributed', tbl USING ERRCODE = 'undefined_object';
@@ -485,7 +524,7 @@ BEGIN
 END $$;
 CREATE EVENT TRIGGER edgeshard_sql_drop ON sql_drop EXECUTE FUNCTION edgeshard.on_sql_drop();
 
--- Administration is for the superuser and roles granted it explicitly.
+-- Administration is for superusers.
 REVOKE ALL ON FUNCTION
     edgeshard.add_shard(text, text, integer, text), edgeshard.remove_shard(text, boolean),
     edgeshard.set_shard_weight(text, integer), edgeshard.place_tenant(text, text),

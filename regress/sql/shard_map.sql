@@ -93,6 +93,30 @@ SELECT edgeshard.set_shard_weight('s1', 5);
 ROLLBACK;
 SELECT edgeshard.current_epoch() - :e0 AS bumps_after_rollback, weight FROM edgeshard.shard_map WHERE name = 's1';
 
+-- dropping objects that are not distributed tables leaves the epoch alone
+SELECT edgeshard.current_epoch() AS e1 \gset
+CREATE TABLE scratch (x int);
+DROP TABLE scratch;
+CREATE FUNCTION scratch_fn() RETURNS int LANGUAGE sql RETURN 1;
+DROP FUNCTION scratch_fn();
+SELECT edgeshard.current_epoch() - :e1 AS bumps_by_unrelated_drops;
+
+-- the map is read in parallel workers too (each has its own cache)
+SELECT edgeshard.set_shard_weight('s1', 1);
+SET force_parallel_mode = on;
+SET parallel_setup_cost = 0;
+SELECT edgeshard.shard_for(7) AS in_a_worker, edgeshard.current_epoch() > 0 AS epoch_read;
+SELECT count(*) FROM edgeshard.tenant_placement;
+RESET force_parallel_mode;
+RESET parallel_setup_cost;
+
+-- only edgeshard's catalog may bump the epoch
+CREATE TABLE not_catalog (x int);
+CREATE TRIGGER bump AFTER INSERT ON not_catalog FOR EACH ROW EXECUTE FUNCTION edgeshard.on_map_change();
+INSERT INTO not_catalog VALUES (1);
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE not_catalog;
+
 -- removing shards
 SELECT edgeshard.remove_shard('s3');
 SELECT name FROM edgeshard.shard_map;
@@ -111,6 +135,10 @@ SELECT conninfo FROM edgeshard.shards;
 \echo :LAST_ERROR_SQLSTATE
 SELECT edgeshard.add_shard('s9', 'host=x');
 \echo :LAST_ERROR_SQLSTATE
+CREATE TEMP TABLE mine (x int);
+CREATE TRIGGER bump AFTER INSERT ON mine FOR EACH ROW EXECUTE FUNCTION edgeshard.on_map_change();
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE mine;
 SET edgeshard.bypass_write_guard = on;
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;

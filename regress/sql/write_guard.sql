@@ -82,6 +82,35 @@ INSERT INTO orders VALUES (:local_tenant, 11, 'now owned by s2');
 SELECT edgeshard.unplace_tenant(:local_tenant);
 INSERT INTO orders VALUES (:local_tenant, 11, 'back on s1');
 
+-- a map change in the middle of a statement reaches the rows after it (no stale memo)
+CREATE FUNCTION place_midway(tenant bigint, shard text) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN PERFORM edgeshard.place_tenant(tenant, shard); RETURN 0; END $$;
+INSERT INTO orders SELECT :local_tenant, 30 + i + CASE WHEN i = 2 THEN place_midway(:local_tenant, 's2') ELSE 0 END, 'midway'
+  FROM generate_series(1, 3) i;
+\echo :LAST_ERROR_SQLSTATE
+SELECT edgeshard.shard_for(:local_tenant) AS owner_after_rollback;
+DROP FUNCTION place_midway(bigint, text);
+
+-- the old-row triggers fire under session_replication_role = replica too (logical apply)
+SET edgeshard.bypass_write_guard = on;
+INSERT INTO orders VALUES (:remote_tenant, 40, 'planted');
+RESET edgeshard.bypass_write_guard;
+SET session_replication_role = replica;
+DELETE FROM orders WHERE tenant_id = :remote_tenant;
+\echo :LAST_ERROR_SQLSTATE
+RESET session_replication_role;
+-- another BEFORE UPDATE trigger rewriting the tenant cannot smuggle a foreign row in
+CREATE FUNCTION steal() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.tenant_id := (SELECT min(g) FROM generate_series(1, 100) g WHERE edgeshard.shard_for(g) = 's1'); RETURN NEW; END $$;
+CREATE TRIGGER z_steal BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION steal();
+UPDATE orders SET note = 'stolen' WHERE tenant_id = :remote_tenant;
+\echo :LAST_ERROR_SQLSTATE
+DROP TRIGGER z_steal ON orders;
+DROP FUNCTION steal();
+SET edgeshard.bypass_write_guard = on;
+DELETE FROM orders WHERE tenant_id = :remote_tenant;
+RESET edgeshard.bypass_write_guard;
+
 -- without a node name the guard refuses rather than guessing
 SET edgeshard.node_name = '';
 INSERT INTO orders VALUES (:local_tenant, 12, 'x');
@@ -164,6 +193,17 @@ SELECT edgeshard.distribute_table('no_such_table', 'tenant_id');
 \echo :LAST_ERROR_SQLSTATE
 SELECT edgeshard.distribute_table(NULL, 'tenant_id');
 \echo :LAST_ERROR_SQLSTATE
+-- a table already holding another shard's rows
+CREATE TABLE t_foreign (tenant_id bigint, id int, PRIMARY KEY (tenant_id, id));
+INSERT INTO t_foreign VALUES (:local_tenant, 1), (:remote_tenant, 1);
+SELECT edgeshard.distribute_table('t_foreign', 'tenant_id');
+\echo :LAST_ERROR_SQLSTATE
+-- plain inheritance (children would miss the old-row triggers)
+CREATE TABLE t_parent (tenant_id bigint, id int, PRIMARY KEY (tenant_id, id));
+CREATE TABLE t_child () INHERITS (t_parent);
+SELECT edgeshard.distribute_table('t_parent', 'tenant_id');
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE t_child, t_parent, t_foreign;
 SELECT relid FROM edgeshard.distributed_tables ORDER BY relid::text;
 
 -- a renamed tenant column: the constraint follows it, the old-row triggers report it

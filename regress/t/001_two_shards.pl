@@ -93,6 +93,25 @@ my @seen = grep { $_ ne '' } split(/\n/, $out);
 is_deeply([ $seen[0], $seen[-1] ], [ $owner[$t1], $other ], 'a running session sees the map change at its next statement');
 $node{s1}->safe_psql('postgres', "SELECT edgeshard.unplace_tenant($t1)");
 
+# Concurrent map changes serialise: two sessions giving the same dedicated shard to two pro
+# tenants at once cannot both win.
+$node{s1}->safe_psql('postgres', "SELECT edgeshard.add_shard('d1', 'host=127.0.0.1 port=1', weight => 0)");
+my ($out_a, $err_a, $out_b, $err_b) = ('', '', '', '');
+my $a = IPC::Run::start(
+	[ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node{s1}->connstr('postgres'),
+	  '-c', "BEGIN; SELECT edgeshard.set_tier('pro-a', 'pro', 'd1'); SELECT pg_sleep(1); COMMIT;" ],
+	'>', \$out_a, '2>', \$err_a);
+sleep 0.3;
+my $b = IPC::Run::run(
+	[ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=verbose', '-d', $node{s1}->connstr('postgres'),
+	  '-c', "\\set VERBOSITY verbose", '-c', "SELECT edgeshard.set_tier('pro-b', 'pro', 'd1')" ],
+	'>', \$out_b, '2>', \$err_b);
+$a->finish;
+like($err_b, qr/55006.*dedicated to pro tenant "pro-a"/, 'the second concurrent set_tier waits and is refused');
+is($node{s1}->safe_psql('postgres', "SELECT string_agg(tenant_id, ',') FROM edgeshard.tenants WHERE tier = 'pro'"),
+	'pro-a', 'one pro tenant on the dedicated shard');
+$node{s1}->safe_psql('postgres', "SELECT edgeshard.set_tier('pro-a', 'free'); SELECT edgeshard.remove_shard('d1')");
+
 # Adding a shard to the map (on both) moves only the tenants the new shard takes.
 for my $n (values %node) {
 	$n->safe_psql('postgres', "SELECT edgeshard.add_shard('s3', 'host=127.0.0.1 port=1')");
