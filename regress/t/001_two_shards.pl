@@ -101,7 +101,11 @@ my $a = IPC::Run::start(
 	[ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node{s1}->connstr('postgres'),
 	  '-c', "BEGIN; SELECT edgeshard.set_tier('pro-a', 'pro', 'd1'); SELECT pg_sleep(1); COMMIT;" ],
 	'>', \$out_a, '2>', \$err_a);
-sleep 0.3;
+# B starts once A holds the map lock.
+$node{s1}->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM pg_locks WHERE relation = 'edgeshard.map_epoch'::regclass
+	   AND mode = 'ShareRowExclusiveLock' AND granted AND pid <> pg_backend_pid()})
+  or die 'session A never took the map lock';
 my $b = IPC::Run::run(
 	[ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=verbose', '-d', $node{s1}->connstr('postgres'),
 	  '-c', "\\set VERBOSITY verbose", '-c', "SELECT edgeshard.set_tier('pro-b', 'pro', 'd1')" ],
