@@ -39,7 +39,7 @@ constexpr size_t kMaxCachedPlacements = 1 << 18;
 MemoryContext g_context = nullptr;
 Map* g_map = nullptr;
 bool g_valid = false;
-uint64_t g_generation = 0;
+uint64_t g_generation = 1;  // 0 never matches: zeroed per-call-site caches start empty
 Oid g_map_epoch_relid = InvalidOid;
 
 // OIDs of the catalog relations, looked up by name.

@@ -31,6 +31,8 @@ namespace {
 
 // Longest key the per-call-site memo remembers.
 constexpr size_t kMemoKeySize = 64;
+// Integer tenants found local, per call site: a direct-mapped cache (2^11 slots, 32 KiB).
+constexpr int kIntCacheBits = 11;
 
 // Per-call-site state (one per constraint or trigger in a statement), palloc'ed in fn_mcxt.
 struct GuardState {
@@ -41,7 +43,17 @@ struct GuardState {
   size_t memo_len;      // last key found local: bulk loads repeat the same tenant
   bool memo_valid;
   char memo_key[kMemoKeySize];
+  // Slot i holds int_keys[i], found local at shard-map generation int_generation[i] (0: empty;
+  // generations start at 1 once a map was built).
+  uint64_t int_generation[1 << kIntCacheBits];
+  int64_t int_keys[1 << kIntCacheBits];
 };
+
+// Slot of an integer tenant in GuardState's cache (Fibonacci hashing).
+inline size_t int_slot(int64_t tenant) noexcept {
+  return static_cast<size_t>((static_cast<uint64_t>(tenant) * 0x9E3779B97F4A7C15ull) >>
+                             (64 - kIntCacheBits));
+}
 
 // The call site's state, created zeroed on first use.
 GuardState* state_of(FunctionCallInfo fcinfo) {
@@ -108,8 +120,24 @@ Datum guard_tenant(FunctionCallInfo fcinfo, Oid typid) {
     pg::raise(ERRCODE_NOT_NULL_VIOLATION,
               "tenant column of distributed table \"" + relation_name(relid) +
                   "\" must not be null");
+  GuardState* state = state_of(fcinfo);
   char buffer[routing::kKeyBufferSize];
-  check_key(state_of(fcinfo), routing::tenant_key(PG_GETARG_DATUM(0), typid, buffer), relid);
+  if (typid != INT8OID) {
+    check_key(state, routing::tenant_key(PG_GETARG_DATUM(0), typid, buffer), relid);
+    return BoolGetDatum(true);
+  }
+  // Integer tenants (the common case) skip the key text and the map once found local.
+  int64_t tenant = PG_GETARG_INT64(0);
+  size_t slot = int_slot(tenant);
+  uint64_t generation = shard_map::generation();
+  if (state->int_generation[slot] == generation && state->int_keys[slot] == tenant &&
+      !edgeshard_bypass_write_guard)
+    return BoolGetDatum(true);
+  check_key(state, routing::tenant_key(PG_GETARG_DATUM(0), typid, buffer), relid);
+  if (!edgeshard_bypass_write_guard) {
+    state->int_generation[slot] = shard_map::generation();
+    state->int_keys[slot] = tenant;
+  }
   return BoolGetDatum(true);
 }
 
