@@ -5,7 +5,6 @@
 # an EXIT trap by es_cluster_root) stops exactly the servers started here, by the PID in their
 # postmaster.pid, also when the caller fails.
 
-ES_PG_BIN=$(pg_config --bindir)
 ES_ROOT=""
 
 # Creates the temporary root and the EXIT trap that stops everything under it.
@@ -17,9 +16,10 @@ es_cluster_root() {
   trap 'exit 130' INT TERM
 }
 
-# Runs a command as the postgres system user with the server binaries on PATH.
+# Runs a command as the postgres system user with the server binaries on PATH. (pg_config is
+# asked here, not when this file is sourced: on a fresh machine it is installed after that.)
 es_as_postgres() {
-  runuser -u postgres -- env PATH="$ES_PG_BIN:$PATH" "$@"
+  runuser -u postgres -- env PATH="$(pg_config --bindir):$PATH" "$@"
 }
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on.
