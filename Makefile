@@ -1,9 +1,10 @@
-# PGXS build of edgeshard.so (C++ sources in extension/ plus the server-independent code of common/)
+# PGXS build of edgeshard.so (C++ sources in extension/ and walsender_fanout/plugin/ plus the
+# server-independent code of common/)
 # and of the SQL scripts in sql/. `make installcheck` runs pg_regress on regress/ (schedule order).
 PG_CONFIG ?= pg_config
 
 MODULE_big = edgeshard
-EXTENSION_SOURCES = $(sort $(wildcard extension/*.cpp))
+EXTENSION_SOURCES = $(sort $(wildcard extension/*.cpp walsender_fanout/plugin/*.cpp))
 COMMON_SOURCES = $(sort $(wildcard common/*.cpp))
 OBJS = $(EXTENSION_SOURCES:.cpp=.o) $(COMMON_SOURCES:.cpp=.o)
 

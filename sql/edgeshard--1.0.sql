@@ -136,6 +136,12 @@ COMMENT ON FUNCTION edgeshard.guard_tenant(bigint, regclass) IS
 CREATE FUNCTION edgeshard.write_guard() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'write_guard';
 
+-- The change stream (walsender_fanout/plugin): frames decoded for people and tests.
+CREATE FUNCTION edgeshard.frames_to_json(frames bytea) RETURNS SETOF jsonb
+    LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'frames_to_json';
+COMMENT ON FUNCTION edgeshard.frames_to_json(bytea) IS
+    'decodes edgeshard frames (e.g. from pg_logical_slot_get_binary_changes) into one JSON object per header and message';
+
 -- Boundary test hooks (regress/sql/boundary.sql); superuser only.
 CREATE FUNCTION edgeshard._test_boundary(kind text) RETURNS integer
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'test_boundary';

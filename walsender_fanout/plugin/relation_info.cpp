@@ -1,0 +1,106 @@
+// The output plugin's relation cache: see relation_info.hpp.
+#include <cstring>
+#include <unordered_map>
+#include <vector>
+
+#include "extension/routing.hpp"
+#include "walsender_fanout/plugin/relation_info.hpp"
+
+extern "C" {
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/sysattr.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/partition.h"
+#include "catalog/pg_attribute.h"
+#include "nodes/bitmapset.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+}
+
+namespace edgeshard::plugin {
+
+namespace {
+
+// Tenant column of `relid` per edgeshard.distributed_tables (historic snapshot), or "" if the
+// table is not distributed or the extension is not installed. Runs inside pg::call.
+void lookup_distribution(Oid relid, char (&column)[NAMEDATALEN]) {
+  column[0] = '\0';
+  Oid nsp = get_namespace_oid("edgeshard", true);
+  Oid catalog = OidIsValid(nsp) ? get_relname_relid("distributed_tables", nsp) : InvalidOid;
+  if (!OidIsValid(catalog)) return;
+  Relation rel = table_open(catalog, AccessShareLock);
+  ScanKeyData key;
+  ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+  Oid index = RelationGetPrimaryKeyIndex(rel);
+  SysScanDesc scan = systable_beginscan(rel, index, OidIsValid(index), nullptr, 1, &key);
+  HeapTuple tup = systable_getnext(scan);
+  if (HeapTupleIsValid(tup)) {
+    bool isnull;
+    Datum name = heap_getattr(tup, 2, RelationGetDescr(rel), &isnull);
+    if (!isnull) strlcpy(column, NameStr(*DatumGetName(name)), NAMEDATALEN);
+  }
+  systable_endscan(scan);
+  table_close(rel, AccessShareLock);
+}
+
+}  // namespace
+
+RelationInfo& RelationCache::get(Relation rel) {
+  Oid relid = RelationGetRelid(rel);
+  if (auto it = entries_.find(relid); it != entries_.end()) return it->second;
+
+  RelationInfo info;
+  char column[NAMEDATALEN];
+  TupleDesc desc = RelationGetDescr(rel);
+  info.columns.resize(desc->natts);
+  info.key_columns.assign(desc->natts, false);
+  pg::call([&] {
+    // A partition's changes arrive under the partition: distribution is the root's.
+    Oid root = relid;
+    if (rel->rd_rel->relispartition) {
+      List* ancestors = get_partition_ancestors(relid);
+      if (ancestors != NIL) root = llast_oid(ancestors);
+    }
+    lookup_distribution(root, column);
+    if (column[0] == '\0') return;
+    for (int i = 0; i < desc->natts; i++) {
+      Form_pg_attribute att = TupleDescAttr(desc, i);
+      ColumnCodec& codec = info.columns[i];
+      codec.dropped = att->attisdropped || att->attgenerated;
+      if (codec.dropped) continue;
+      if (strcmp(NameStr(att->attname), column) == 0) {
+        info.tenant_attnum = att->attnum;
+        info.tenant_typid = att->atttypid;
+      }
+      Oid fn;
+      getTypeBinaryOutputInfo(att->atttypid, &fn, &codec.varlena);
+      codec.binary = OidIsValid(fn);
+      if (!codec.binary) getTypeOutputInfo(att->atttypid, &fn, &codec.varlena);
+      fmgr_info_cxt(fn, &codec.output, context_);
+    }
+    Bitmapset* key = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+    int member = -1;
+    while ((member = bms_next_member(key, member)) >= 0) {
+      int attnum = member + FirstLowInvalidHeapAttributeNumber;
+      if (attnum > 0) info.key_columns[attnum - 1] = true;
+    }
+  });
+  if (info.tenant_attnum != 0 && !routing::is_tenant_type(info.tenant_typid))
+    info.tenant_attnum = 0;  // distribute_table refuses such columns; be safe with old catalogs
+  info.distributed = info.tenant_attnum != 0;
+  return entries_.emplace(relid, std::move(info)).first->second;
+}
+
+void RelationCache::invalidate(Oid relid) {
+  if (relid == InvalidOid)
+    entries_.clear();
+  else
+    entries_.erase(relid);
+}
+
+}  // namespace edgeshard::plugin
