@@ -246,4 +246,9 @@ void Writer::start_tuple(uint32_t ncols) {
   values_left_ = ncols;
 }
 
+void Writer::release_memory() noexcept {
+  std::vector<uint8_t>().swap(payload_);
+  std::vector<uint8_t>().swap(frame_);
+}
+
 }  // namespace edgeshard::frame

@@ -115,6 +115,13 @@ class Writer {
   // Drops the payload accumulated so far (after an exception, or an aborted transaction).
   void reset() noexcept;
 
+  // Bytes of memory the writer holds (payload and frame buffers), for callers that bound memory.
+  size_t capacity() const noexcept { return payload_.capacity() + frame_.capacity(); }
+
+  // Returns the buffers' memory; only between frames (payload empty). The next frame grows them
+  // again.
+  void release_memory() noexcept;
+
  private:
   // Which UPDATE tuple may come next.
   enum class UpdateStep : uint8_t { kNone, kOldKeyOrNew, kNew };

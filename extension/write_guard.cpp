@@ -198,10 +198,22 @@ EDGESHARD_FUNCTION(write_guard) {
   bool isnull;
   Datum value =
       heap_getattr(trigdata->tg_trigtuple, state->attnum, RelationGetDescr(rel), &isnull);
-  if (!isnull) {  // a NULL tenant cannot be in the table: the column is in the primary key
-    char buffer[routing::kKeyBufferSize];
-    write_guard::check_key(state, routing::tenant_key(value, state->typid, buffer),
-                           RelationGetRelid(rel));
+  if (isnull) return PointerGetDatum(result);  // cannot be: the column is in the primary key
+  char buffer[routing::kKeyBufferSize];
+  std::string_view old_key = routing::tenant_key(value, state->typid, buffer);
+  write_guard::check_key(state, old_key, RelationGetRelid(rel));
+  if (TRIGGER_FIRED_BY_UPDATE(event)) {
+    // A row that changes tenant would leave the old tenant's edge replicas without its unchanged
+    // TOASTed values: the change stream carries a row per tenant, not a move between tenants.
+    bool new_null;
+    Datum new_value =
+        heap_getattr(trigdata->tg_newtuple, state->attnum, RelationGetDescr(rel), &new_null);
+    char new_buffer[routing::kKeyBufferSize];
+    if (!new_null && routing::tenant_key(new_value, state->typid, new_buffer) != old_key)
+      pg::raise(ERRCODE_FEATURE_NOT_SUPPORTED,
+                pg::format("an UPDATE of distributed table \"%s\" cannot change a row's tenant",
+                           RelationGetRelationName(rel)),
+                {}, "Delete the row and insert it for the new tenant.");
   }
   return PointerGetDatum(result);
 }

@@ -448,6 +448,15 @@ BEGIN
     IF rel.relkind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '"%" is not a table', tbl USING ERRCODE = 'wrong_object_type';
     END IF;
+    IF rel.relispartition THEN
+        RAISE EXCEPTION '"%" is a partition', tbl USING ERRCODE = 'wrong_object_type',
+            HINT = 'Distribute the partitioned table at the top of the partition tree.';
+    END IF;
+    IF rel.relreplident NOT IN ('d', 'f') THEN
+        RAISE EXCEPTION 'table "%" has a REPLICA IDENTITY other than DEFAULT or FULL', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The change stream needs the primary key of deleted rows: ALTER TABLE ... REPLICA IDENTITY DEFAULT.';
+    END IF;
     IF rel.relnamespace = 'edgeshard'::regnamespace THEN
         RAISE EXCEPTION 'edgeshard''s own catalog cannot be distributed' USING ERRCODE = 'wrong_object_type';
     END IF;
@@ -529,6 +538,24 @@ BEGIN
                              WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0);
 END $$;
 CREATE EVENT TRIGGER edgeshard_sql_drop ON sql_drop EXECUTE FUNCTION edgeshard.on_sql_drop();
+
+-- A distributed table keeps a replica identity that logs its primary key (DEFAULT or FULL): with
+-- USING INDEX or NOTHING the change stream could not key deleted rows.
+CREATE FUNCTION edgeshard.on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    bad regclass;
+BEGIN
+    SELECT d.relid INTO bad FROM edgeshard.distributed_tables d JOIN pg_class c ON c.oid = d.relid
+     WHERE c.relreplident NOT IN ('d', 'f') LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'distributed table "%" must keep REPLICA IDENTITY DEFAULT or FULL', bad
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The change stream keys deleted rows by the primary key.';
+    END IF;
+END $$;
+CREATE EVENT TRIGGER edgeshard_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION edgeshard.on_ddl_end();
 
 -- Administration is for superusers.
 REVOKE ALL ON FUNCTION

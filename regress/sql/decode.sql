@@ -58,6 +58,26 @@ ALTER TABLE dec_orders ALTER COLUMN extra TYPE text;
 INSERT INTO dec_orders VALUES (6, 3, 3, 'now text');
 SELECT j FROM decoded() j WHERE j->>'type' IN ('relation', 'insert');
 
+-- a schema change inside a transaction: rows written before it go out under the old RELATION
+BEGIN;
+INSERT INTO dec_orders VALUES (9, 1, 1, 'before the change');
+ALTER TABLE dec_orders ALTER COLUMN amount TYPE float8;
+INSERT INTO dec_orders VALUES (9, 2, 2.5, 'after the change');
+COMMIT;
+SELECT j - 'columns' AS decoded, j->'columns'->2->>'type_oid' AS amount_type
+  FROM decoded() j WHERE j->>'type' IN ('relation', 'insert', 'frame');
+
+-- REPLICA IDENTITY FULL: deletes still carry only the primary key; USING INDEX is refused
+ALTER TABLE dec_orders REPLICA IDENTITY FULL;
+DELETE FROM dec_orders WHERE tenant_id = 9 AND id = 1;
+UPDATE dec_orders SET extra = 'full identity' WHERE tenant_id = 9 AND id = 2;
+SELECT j FROM decoded() j WHERE j->>'type' IN ('delete', 'update');
+ALTER TABLE dec_orders REPLICA IDENTITY DEFAULT;
+CREATE UNIQUE INDEX dec_orders_by_id ON dec_orders (id, tenant_id);
+ALTER TABLE dec_orders REPLICA IDENTITY USING INDEX dec_orders_by_id;
+\echo :LAST_ERROR_SQLSTATE
+DROP INDEX dec_orders_by_id;
+
 -- every common type, NULLs, and a TOASTed value left unchanged by an UPDATE
 CREATE TABLE dec_types (tenant text, id int, i2 int2, i4 int4, i8 int8, n numeric, t text,
                         b bytea, bo bool, f4 float4, f8 float8, ts timestamptz, d date, u uuid,

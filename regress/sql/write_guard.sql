@@ -24,9 +24,12 @@ INSERT INTO orders SELECT g, 2, 'bulk' FROM generate_series(1, 50) g;
 INSERT INTO orders SELECT g, 2, 'bulk' FROM generate_series(1, 50) g WHERE edgeshard.shard_for(g) = 's1';
 SELECT count(*) FROM orders;
 
--- UPDATE: local rows yes; moving a row to a foreign tenant no
+-- UPDATE: local rows yes; changing a row's tenant no (to a foreign tenant, or a local one)
 UPDATE orders SET note = 'updated' WHERE tenant_id = :local_tenant AND order_id = 1;
 UPDATE orders SET tenant_id = :remote_tenant WHERE tenant_id = :local_tenant AND order_id = 1;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE orders SET tenant_id = (SELECT min(g) FROM generate_series(:local_tenant + 1, 100) g WHERE edgeshard.shard_for(g) = 's1')
+ WHERE tenant_id = :local_tenant AND order_id = 1;
 \echo :LAST_ERROR_SQLSTATE
 -- a foreign row planted by a superuser repair cannot be updated or deleted by mistake
 SET edgeshard.bypass_write_guard = on;
@@ -193,6 +196,18 @@ SELECT edgeshard.distribute_table('no_such_table', 'tenant_id');
 \echo :LAST_ERROR_SQLSTATE
 SELECT edgeshard.distribute_table(NULL, 'tenant_id');
 \echo :LAST_ERROR_SQLSTATE
+-- a partition on its own
+CREATE TABLE t_parted (tenant_id bigint, id int, PRIMARY KEY (tenant_id, id)) PARTITION BY HASH (id);
+CREATE TABLE t_part0 PARTITION OF t_parted FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+SELECT edgeshard.distribute_table('t_part0', 'tenant_id');
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE t_parted;
+-- a replica identity that does not log the primary key
+CREATE TABLE t_ident (tenant_id bigint, id int, PRIMARY KEY (tenant_id, id));
+ALTER TABLE t_ident REPLICA IDENTITY NOTHING;
+SELECT edgeshard.distribute_table('t_ident', 'tenant_id');
+\echo :LAST_ERROR_SQLSTATE
+DROP TABLE t_ident;
 -- a table already holding another shard's rows
 CREATE TABLE t_foreign (tenant_id bigint, id int, PRIMARY KEY (tenant_id, id));
 INSERT INTO t_foreign VALUES (:local_tenant, 1), (:remote_tenant, 1);

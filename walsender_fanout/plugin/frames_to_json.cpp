@@ -16,12 +16,15 @@
 #include "extension/pg_cxx.hpp"
 
 extern "C" {
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 }
 
@@ -71,9 +74,23 @@ CallState& state_of(FunctionCallInfo fcinfo) {
   return *static_cast<CallState*>(fcinfo->flinfo->fn_extra);
 }
 
-// The text form of a BINARY value of the given type (receive, then output).
+// The text form of a BINARY value of the given type (receive, then output); "\x<hex>" when
+// this database has no such type or it cannot receive binary input.
 std::string binary_as_text(std::string_view bytes, uint32_t type_oid, int32_t typmod) {
   return pg::call([&] {
+    HeapTuple type = SearchSysCache1(TYPEOID, ObjectIdGetDatum(type_oid));
+    bool receivable = HeapTupleIsValid(type) &&
+                      OidIsValid(reinterpret_cast<Form_pg_type>(GETSTRUCT(type))->typreceive);
+    if (HeapTupleIsValid(type)) ReleaseSysCache(type);
+    if (!receivable) {
+      static const char kHex[] = "0123456789abcdef";
+      std::string hex = "\\x";
+      for (unsigned char c : bytes) {
+        hex += kHex[c >> 4];
+        hex += kHex[c & 0xF];
+      }
+      return hex;
+    }
     Oid receive, ioparam, output;
     bool varlena;
     getTypeBinaryInputInfo(type_oid, &receive, &ioparam);

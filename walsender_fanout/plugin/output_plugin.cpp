@@ -4,12 +4,13 @@
 // tables cost a hash lookup. Each transaction becomes one frame group per tenant it touched: the
 // tenant's changes accumulate in a frame::Writer, a frame is cut whenever the payload reaches
 // frame_bytes (continuation frames, sequence 0, 1, ...), and at commit every group gets its final
-// frame with COMMIT and the LAST flag. Memory stays bounded: frame_bytes per tenant touched, and
-// all groups are flushed when their sum passes kMaxBuffered. Schema (RELATION) and TRUNCATE go in
-// "many tenants" frames that every consumer receives: RELATION before a relation's first change in
-// the session and again after a relcache invalidation of it (ALTER TABLE); TRUNCATE in the
-// transaction's many-tenants group, after flushing the tenant groups so the stream keeps the
-// order in which things happened.
+// frame with COMMIT and the LAST flag. Memory stays bounded: the writers' buffers are counted, and
+// past kMaxBuffered every group is flushed and its memory returned. Schema (RELATION) and TRUNCATE
+// go in the transaction's "many tenants" group, which every consumer receives, flushed at once:
+// RELATION before a relation's first change in the session and again after a relcache
+// invalidation of it (ALTER TABLE), TRUNCATE where it happened; both after flushing the tenant
+// groups when rows written before them are still buffered, so the stream keeps the order in which
+// things happened.
 #include <cstring>
 #include <memory>
 #include <span>
@@ -17,6 +18,7 @@
 #include <string_view>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -29,6 +31,7 @@
 
 extern "C" {
 #include "access/detoast.h"
+#include "access/heaptoast.h"
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "commands/defrem.h"
@@ -49,8 +52,12 @@ namespace {
 
 // All tenant groups are flushed (as continuation frames) when their payloads pass this sum.
 constexpr size_t kMaxBuffered = 64u << 20;
-// Writers kept between transactions so their buffers are reused.
+// Writers kept between transactions so their buffers are reused (those that grew past a few
+// frames' worth give their memory back first).
 constexpr size_t kMaxPooledGroups = 256;
+// Changes (sent or filtered out) between progress reports to the walsender, as pgoutput does, so
+// a long stretch of changes that send nothing does not look like a dead connection.
+constexpr int kChangesPerProgress = 100;
 // Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 constexpr int64_t kUnixToPostgresEpochUs =
     int64_t{POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE} * USECS_PER_DAY;
@@ -81,8 +88,7 @@ class Session {
       : ctx_(ctx),
         options_(std::move(options)),
         relations_(cache_context),
-        change_context_(change_context),
-        schema_writer_(compression()) {}
+        change_context_(change_context) {}
 
   // Called at begin: remembers the transaction, emits nothing yet.
   void begin(ReorderBufferTXN* txn);
@@ -107,10 +113,17 @@ class Session {
   void flush(Group& g, bool last);
   // Emits every group's pending payload as continuation frames.
   void flush_all();
-  // After a message was added to `g`: cut a frame when the payload is big enough.
-  void after_message(Group& g, size_t size_before);
+  // Before a row message of about `estimate` bytes: cut g's frame first if it would not fit.
+  void make_room(Group& g, Relation rel, size_t estimate);
+  // After a message was added to `g` (its writer held `capacity_before` bytes before): cut a
+  // frame when the payload is big enough, flush everything when the memory cap is passed.
+  void after_message(Group& g, size_t capacity_before);
   // Emits a RELATION frame for rel unless one was sent since its last invalidation.
-  void send_relation(Relation rel, RelationInfo& info);
+  void send_relation(Relation rel, RelationInfo& info, uint64_t lsn);
+  // Counts a change for progress reporting.
+  void count_change();
+  // Upper estimate of the payload bytes of `tuple`'s values (detoasted sizes).
+  static size_t estimate_tuple(Relation rel, const RelationInfo& info, HeapTuple tuple);
   // Appends the columns of `tuple` (all, or only the key ones) as the current tuple's values.
   void write_tuple(frame::Writer& w, Relation rel, const RelationInfo& info, HeapTuple tuple,
                    bool key_only);
@@ -131,12 +144,13 @@ class Session {
   Options options_;
   RelationCache relations_;
   MemoryContext change_context_;
-  frame::Writer schema_writer_;
   Transaction txn_;
   std::unordered_map<std::string, std::unique_ptr<Group>, shard_map::StringHash, std::equal_to<>>
       groups_;
   std::vector<std::unique_ptr<Group>> pool_;
-  size_t buffered_ = 0;
+  std::unordered_set<Oid> relations_sent_;  // relids with a RELATION in this session
+  size_t buffered_ = 0;  // memory held by the writers of groups_
+  int changes_since_progress_ = 0;
   bool sent_any_ = false;  // this transaction emitted a frame
 };
 
@@ -220,7 +234,7 @@ Group& Session::group(std::string_view tenant, uint64_t lsn) {
     g->sequence = 0;
     g->first_lsn = lsn;
     g->writer.begin(txn_.xid, txn_.commit_lsn, txn_.commit_time_us);
-    buffered_ += g->writer.size();
+    buffered_ += g->writer.capacity();  // a pooled writer's memory counts from now on
     it = groups_.emplace(g->tenant, std::move(g)).first;
   }
   Group& g = *it->second;
@@ -230,8 +244,9 @@ Group& Session::group(std::string_view tenant, uint64_t lsn) {
 }
 
 void Session::flush(Group& g, bool last) {
-  buffered_ -= g.writer.size();
+  size_t capacity_before = g.writer.capacity();
   emit(g.writer.seal(fields(g, last)));
+  buffered_ += g.writer.capacity() - capacity_before;
   g.sequence++;
 }
 
@@ -240,12 +255,53 @@ void Session::flush_all() {
     if (g->writer.size() > 0) flush(*g, false);
 }
 
-void Session::after_message(Group& g, size_t size_before) {
-  buffered_ += g.writer.size() - size_before;
-  if (g.writer.size() >= options_.frame_bytes)
+void Session::make_room(Group& g, Relation rel, size_t estimate) {
+  if (estimate + 64 > frame::kMaxRawPayload)
+    pg::raise(ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+              pg::format("a row of distributed table \"%s\" takes about %zu bytes, more than a "
+                         "frame can hold (%u)",
+                         RelationGetRelationName(rel), estimate, frame::kMaxRawPayload),
+              {}, "Keep rows of distributed tables under 64 MiB.");
+  if (g.writer.size() > 0 && g.writer.size() + estimate + 64 > frame::kMaxRawPayload)
     flush(g, false);
-  else if (buffered_ > kMaxBuffered)
+}
+
+void Session::after_message(Group& g, size_t capacity_before) {
+  buffered_ += g.writer.capacity() - capacity_before;
+  if (g.writer.size() >= options_.frame_bytes) flush(g, false);
+  if (buffered_ > kMaxBuffered) {
     flush_all();
+    for (auto& [tenant, other] : groups_) other->writer.release_memory();
+    buffered_ = 0;
+  }
+}
+
+void Session::count_change() {
+  if (++changes_since_progress_ < kChangesPerProgress) return;
+  changes_since_progress_ = 0;
+  pg::call([this] { OutputPluginUpdateProgress(ctx_, false); });
+}
+
+size_t Session::estimate_tuple(Relation rel, const RelationInfo& info, HeapTuple tuple) {
+  TupleDesc desc = RelationGetDescr(rel);
+  size_t bytes = 16;
+  return pg::call([&] {
+    for (size_t i = 0; i < info.columns.size(); i++) {
+      if (info.columns[i].dropped) continue;
+      bool isnull;
+      Datum value = heap_getattr(tuple, static_cast<int>(i + 1), desc, &isnull);
+      Form_pg_attribute att = TupleDescAttr(desc, i);
+      if (isnull)
+        bytes += 1;
+      else if (att->attlen == -1)
+        bytes += toast_raw_datum_size(value) + 10;  // send formats are about the datum's size
+      else if (att->attlen == -2)
+        bytes += strlen(DatumGetCString(value)) + 10;
+      else
+        bytes += static_cast<size_t>(att->attlen) + 10;
+    }
+    return bytes;
+  });
 }
 
 uint32_t Session::count_columns(const RelationInfo& info, bool key_only) {
@@ -306,8 +362,11 @@ bool Session::same_key(Relation rel, const RelationInfo& info, HeapTuple a, Heap
   return true;
 }
 
-void Session::send_relation(Relation rel, RelationInfo& info) {
+void Session::send_relation(Relation rel, RelationInfo& info, uint64_t lsn) {
   if (info.relation_sent) return;
+  Oid relid = RelationGetRelid(rel);
+  // A new schema of a relation already sent: rows buffered under the old one go out first.
+  if (relations_sent_.contains(relid)) flush_all();
   TupleDesc desc = RelationGetDescr(rel);
   std::vector<frame::Column> columns;
   std::vector<std::string> names;
@@ -325,15 +384,17 @@ void Session::send_relation(Relation rel, RelationInfo& info) {
     char* nsp = get_namespace_name(RelationGetNamespace(rel));
     return std::string(nsp != nullptr ? nsp : "");
   });
-  schema_writer_.relation(RelationGetRelid(rel), schema, RelationGetRelationName(rel), columns,
-                          tenant_index);
-  Group schema_group(compression());  // header fields only: many tenants, one frame
-  schema_group.first_lsn = schema_group.last_lsn = txn_.commit_lsn;
-  emit(schema_writer_.seal(fields(schema_group, true)));
+  Group& g = group({}, lsn);
+  size_t capacity_before = g.writer.capacity();
+  g.writer.relation(relid, schema, RelationGetRelationName(rel), columns, tenant_index);
+  after_message(g, capacity_before);
+  if (g.writer.size() > 0) flush(g, false);  // before any row that uses it
   info.relation_sent = true;
+  relations_sent_.insert(relid);
 }
 
 void Session::change(Relation rel, ReorderBufferChange* change) {
+  count_change();
   RelationInfo& info = relations_.get(rel);
   if (!info.distributed) return;
   HeapTuple new_tuple =
@@ -350,9 +411,10 @@ void Session::change(Relation rel, ReorderBufferChange* change) {
       if (new_tuple == nullptr) return;
       std::string_view tenant = tenant_of(rel, info, new_tuple, new_buffer);
       if (!options_.wants(tenant)) return;
-      send_relation(rel, info);
+      send_relation(rel, info, lsn);
       Group& g = group(tenant, lsn);
-      size_t before = g.writer.size();
+      make_room(g, rel, estimate_tuple(rel, info, new_tuple));
+      size_t before = g.writer.capacity();
       g.writer.insert_begin(relid, count_columns(info, false));
       write_tuple(g.writer, rel, info, new_tuple, false);
       after_message(g, before);
@@ -367,17 +429,19 @@ void Session::change(Relation rel, ReorderBufferChange* change) {
           key_changed ? tenant_of(rel, info, old_tuple, old_buffer) : tenant;
       if (old_tenant != tenant) {
         // The row changed tenant: a DELETE for the old tenant's files, an INSERT for the new.
-        send_relation(rel, info);
+        send_relation(rel, info, lsn);
         if (options_.wants(old_tenant)) {
           Group& og = group(old_tenant, lsn);
-          size_t before = og.writer.size();
+          make_room(og, rel, estimate_tuple(rel, info, old_tuple));
+          size_t before = og.writer.capacity();
           og.writer.delete_begin(relid, count_columns(info, true));
           write_tuple(og.writer, rel, info, old_tuple, true);
           after_message(og, before);
         }
         if (options_.wants(tenant)) {
           Group& ng = group(tenant, lsn);
-          size_t before = ng.writer.size();
+          make_room(ng, rel, estimate_tuple(rel, info, new_tuple));
+          size_t before = ng.writer.capacity();
           ng.writer.insert_begin(relid, count_columns(info, false));
           write_tuple(ng.writer, rel, info, new_tuple, false);
           after_message(ng, before);
@@ -385,9 +449,12 @@ void Session::change(Relation rel, ReorderBufferChange* change) {
         return;
       }
       if (!options_.wants(tenant)) return;
-      send_relation(rel, info);
+      send_relation(rel, info, lsn);
       Group& g = group(tenant, lsn);
-      size_t before = g.writer.size();
+      make_room(g, rel,
+                estimate_tuple(rel, info, new_tuple) +
+                    (key_changed ? estimate_tuple(rel, info, old_tuple) : 0));
+      size_t before = g.writer.capacity();
       g.writer.update_begin(relid);
       if (key_changed) {
         g.writer.update_old_key(count_columns(info, true));
@@ -406,9 +473,10 @@ void Session::change(Relation rel, ReorderBufferChange* change) {
                   {}, "Keep the table's REPLICA IDENTITY DEFAULT (its primary key) or FULL.");
       std::string_view tenant = tenant_of(rel, info, old_tuple, old_buffer);
       if (!options_.wants(tenant)) return;
-      send_relation(rel, info);
+      send_relation(rel, info, lsn);
       Group& g = group(tenant, lsn);
-      size_t before = g.writer.size();
+      make_room(g, rel, estimate_tuple(rel, info, old_tuple));
+      size_t before = g.writer.capacity();
       g.writer.delete_begin(relid, count_columns(info, true));
       write_tuple(g.writer, rel, info, old_tuple, true);
       after_message(g, before);
@@ -420,17 +488,18 @@ void Session::change(Relation rel, ReorderBufferChange* change) {
 }
 
 void Session::truncate(int nrelations, Relation relations[], ReorderBufferChange* change) {
+  count_change();
   std::vector<uint32_t> relids;
   for (int i = 0; i < nrelations; i++) {
     RelationInfo& info = relations_.get(relations[i]);
     if (!info.distributed) continue;
-    send_relation(relations[i], info);
+    send_relation(relations[i], info, change->lsn);
     relids.push_back(RelationGetRelid(relations[i]));
   }
   if (relids.empty()) return;
   flush_all();  // rows changed before the TRUNCATE reach consumers before it
   Group& g = group({}, change->lsn);
-  size_t before = g.writer.size();
+  size_t before = g.writer.capacity();
   g.writer.truncate(relids, change->data.truncate.cascade, change->data.truncate.restart_seqs);
   after_message(g, before);
   flush(g, false);  // and rows changed after it come after it
@@ -444,10 +513,14 @@ void Session::commit(ReorderBufferTXN* txn, XLogRecPtr commit_lsn) {
     g->last_lsn = commit_lsn;
     flush(*g, true);
   }
-  for (auto& [tenant, g] : groups_)
-    if (pool_.size() < kMaxPooledGroups) pool_.push_back(std::move(g));
+  for (auto& [tenant, g] : groups_) {
+    if (pool_.size() >= kMaxPooledGroups) continue;
+    if (g->writer.capacity() > 4 * size_t{options_.frame_bytes}) g->writer.release_memory();
+    pool_.push_back(std::move(g));
+  }
   groups_.clear();
   buffered_ = 0;
+  changes_since_progress_ = 0;
   if (!sent_any_)  // nothing of interest: let the walsender confirm progress anyway
     pg::call([this] { OutputPluginUpdateProgress(ctx_, true); });
 }

@@ -19,6 +19,7 @@ extern "C" {
 #include "nodes/bitmapset.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 }
 
@@ -51,10 +52,22 @@ void lookup_distribution(Oid relid, char (&column)[NAMEDATALEN]) {
 }  // namespace
 
 RelationInfo& RelationCache::get(Relation rel) {
-  Oid relid = RelationGetRelid(rel);
-  if (auto it = entries_.find(relid); it != entries_.end()) return it->second;
+  RelationInfo& info = entries_[RelationGetRelid(rel)];
+  if (info.valid) return info;
+  // (Re)build in place: the entry's address stays the same for callers that hold it.
+  MemoryContext old_context = info.context;
+  info = RelationInfo();
+  info.context = pg::call([this, old_context] {
+    if (old_context != nullptr) MemoryContextDelete(old_context);
+    return AllocSetContextCreate(parent_, "edgeshard relation", ALLOCSET_SMALL_SIZES);
+  });
+  build(rel, info);
+  info.valid = true;
+  return info;
+}
 
-  RelationInfo info;
+void RelationCache::build(Relation rel, RelationInfo& info) {
+  Oid relid = RelationGetRelid(rel);
   char column[NAMEDATALEN];
   TupleDesc desc = RelationGetDescr(rel);
   info.columns.resize(desc->natts);
@@ -81,9 +94,11 @@ RelationInfo& RelationCache::get(Relation rel) {
       getTypeBinaryOutputInfo(att->atttypid, &fn, &codec.varlena);
       codec.binary = OidIsValid(fn);
       if (!codec.binary) getTypeOutputInfo(att->atttypid, &fn, &codec.varlena);
-      fmgr_info_cxt(fn, &codec.output, context_);
+      fmgr_info_cxt(fn, &codec.output, info.context);
     }
-    Bitmapset* key = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+    // Rows are keyed by the primary key at the edges (distribute_table requires one, with the
+    // tenant column in it); the replica identity (DEFAULT or FULL) logs at least those columns.
+    Bitmapset* key = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
     int member = -1;
     while ((member = bms_next_member(key, member)) >= 0) {
       int attnum = member + FirstLowInvalidHeapAttributeNumber;
@@ -93,14 +108,14 @@ RelationInfo& RelationCache::get(Relation rel) {
   if (info.tenant_attnum != 0 && !routing::is_tenant_type(info.tenant_typid))
     info.tenant_attnum = 0;  // distribute_table refuses such columns; be safe with old catalogs
   info.distributed = info.tenant_attnum != 0;
-  return entries_.emplace(relid, std::move(info)).first->second;
 }
 
-void RelationCache::invalidate(Oid relid) {
-  if (relid == InvalidOid)
-    entries_.clear();
-  else
-    entries_.erase(relid);
+void RelationCache::invalidate(Oid relid) noexcept {
+  if (relid == InvalidOid) {
+    for (auto& [id, info] : entries_) info.valid = false;
+  } else if (auto it = entries_.find(relid); it != entries_.end()) {
+    it->second.valid = false;
+  }
 }
 
 }  // namespace edgeshard::plugin

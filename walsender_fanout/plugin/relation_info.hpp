@@ -27,28 +27,35 @@ struct ColumnCodec {
 
 // One relation as the plugin sees it.
 struct RelationInfo {
+  bool valid = false;        // false after a relcache invalidation: rebuilt by the next get()
+  MemoryContext context = nullptr;  // this entry's FmgrInfo state, deleted on rebuild
   bool distributed = false;
   AttrNumber tenant_attnum = 0;
   Oid tenant_typid = InvalidOid;
   bool relation_sent = false;  // RELATION message emitted since the last invalidation
   std::vector<ColumnCodec> columns;  // by attnum - 1
-  std::vector<bool> key_columns;     // replica identity columns, by attnum - 1
+  std::vector<bool> key_columns;     // primary key columns, by attnum - 1
 };
 
-// The plugin's cache of RelationInfo, one per decoding session.
+// The plugin's cache of RelationInfo, one per decoding session. An invalidation only marks
+// entries stale (a caller may hold one while a catalog read absorbs the invalidation, as
+// pgoutput's RelationSyncEntry); get() rebuilds a stale entry in place.
 class RelationCache {
  public:
-  // `context` holds the FmgrInfo state; it outlives the cache.
-  explicit RelationCache(MemoryContext context) : context_(context) {}
+  // Entry contexts are children of `parent`, which outlives the cache.
+  explicit RelationCache(MemoryContext parent) : parent_(parent) {}
 
-  // Info for `rel`, read on first use; raises on a broken catalog.
+  // Info for `rel`, read on first use or after an invalidation; raises on a broken catalog.
   RelationInfo& get(Relation rel);
 
-  // Forgets `relid` (InvalidOid: everything); registered as a relcache callback.
-  void invalidate(Oid relid);
+  // Marks `relid` (InvalidOid: everything) stale; registered as a relcache callback.
+  void invalidate(Oid relid) noexcept;
 
  private:
-  MemoryContext context_;
+  // Reads rel's distribution and codecs into `info` (whose context is fresh).
+  void build(Relation rel, RelationInfo& info);
+
+  MemoryContext parent_;
   std::unordered_map<Oid, RelationInfo> entries_;
 };
 
