@@ -113,6 +113,12 @@ class Session {
   void flush(Group& g, bool last);
   // Emits every group's pending payload as continuation frames.
   void flush_all();
+  // Which row message add_row() writes.
+  enum class RowMessage : uint8_t { kInsert, kUpdate, kDelete };
+  // Adds a row message for `tenant` (skipped when filtered out): INSERT of new_tuple, UPDATE
+  // (with old_tuple's key when given) or DELETE of old_tuple's key.
+  void add_row(Relation rel, RelationInfo& info, std::string_view tenant, uint64_t lsn,
+               RowMessage kind, HeapTuple old_tuple, HeapTuple new_tuple);
   // Before a row message of about `estimate` bytes: cut g's frame first if it would not fit.
   void make_room(Group& g, Relation rel, size_t estimate);
   // After a message was added to `g` (its writer held `capacity_before` bytes before): cut a
@@ -393,6 +399,39 @@ void Session::send_relation(Relation rel, RelationInfo& info, uint64_t lsn) {
   relations_sent_.insert(relid);
 }
 
+void Session::add_row(Relation rel, RelationInfo& info, std::string_view tenant,
+                      uint64_t lsn, RowMessage kind, HeapTuple old_tuple, HeapTuple new_tuple) {
+  if (!options_.wants(tenant)) return;
+  send_relation(rel, info, lsn);
+  Group& g = group(tenant, lsn);
+  size_t estimate = (old_tuple != nullptr ? estimate_tuple(rel, info, old_tuple) : 0) +
+                    (new_tuple != nullptr ? estimate_tuple(rel, info, new_tuple) : 0);
+  make_room(g, rel, estimate);
+  size_t capacity_before = g.writer.capacity();
+  uint32_t relid = RelationGetRelid(rel);
+  frame::Writer& w = g.writer;
+  switch (kind) {
+    case RowMessage::kInsert:
+      w.insert_begin(relid, count_columns(info, false));
+      write_tuple(w, rel, info, new_tuple, false);
+      break;
+    case RowMessage::kUpdate:
+      w.update_begin(relid);
+      if (old_tuple != nullptr) {
+        w.update_old_key(count_columns(info, true));
+        write_tuple(w, rel, info, old_tuple, true);
+      }
+      w.update_new_tuple(count_columns(info, false));
+      write_tuple(w, rel, info, new_tuple, false);
+      break;
+    case RowMessage::kDelete:
+      w.delete_begin(relid, count_columns(info, true));
+      write_tuple(w, rel, info, old_tuple, true);
+      break;
+  }
+  after_message(g, capacity_before);
+}
+
 void Session::change(Relation rel, ReorderBufferChange* change) {
   count_change();
   RelationInfo& info = relations_.get(rel);
@@ -403,23 +442,14 @@ void Session::change(Relation rel, ReorderBufferChange* change) {
       change->data.tp.oldtuple != nullptr ? &change->data.tp.oldtuple->tuple : nullptr;
   char new_buffer[routing::kKeyBufferSize];
   char old_buffer[routing::kKeyBufferSize];
-  uint32_t relid = RelationGetRelid(rel);
   uint64_t lsn = change->lsn;
 
   switch (change->action) {
-    case REORDER_BUFFER_CHANGE_INSERT: {
+    case REORDER_BUFFER_CHANGE_INSERT:
       if (new_tuple == nullptr) return;
-      std::string_view tenant = tenant_of(rel, info, new_tuple, new_buffer);
-      if (!options_.wants(tenant)) return;
-      send_relation(rel, info, lsn);
-      Group& g = group(tenant, lsn);
-      make_room(g, rel, estimate_tuple(rel, info, new_tuple));
-      size_t before = g.writer.capacity();
-      g.writer.insert_begin(relid, count_columns(info, false));
-      write_tuple(g.writer, rel, info, new_tuple, false);
-      after_message(g, before);
+      add_row(rel, info, tenant_of(rel, info, new_tuple, new_buffer), lsn, RowMessage::kInsert,
+              nullptr, new_tuple);
       return;
-    }
     case REORDER_BUFFER_CHANGE_UPDATE: {
       if (new_tuple == nullptr) return;
       std::string_view tenant = tenant_of(rel, info, new_tuple, new_buffer);
@@ -427,61 +457,26 @@ void Session::change(Relation rel, ReorderBufferChange* change) {
       bool key_changed = old_tuple != nullptr && !same_key(rel, info, old_tuple, new_tuple);
       std::string_view old_tenant =
           key_changed ? tenant_of(rel, info, old_tuple, old_buffer) : tenant;
-      if (old_tenant != tenant) {
-        // The row changed tenant: a DELETE for the old tenant's files, an INSERT for the new.
-        send_relation(rel, info, lsn);
-        if (options_.wants(old_tenant)) {
-          Group& og = group(old_tenant, lsn);
-          make_room(og, rel, estimate_tuple(rel, info, old_tuple));
-          size_t before = og.writer.capacity();
-          og.writer.delete_begin(relid, count_columns(info, true));
-          write_tuple(og.writer, rel, info, old_tuple, true);
-          after_message(og, before);
-        }
-        if (options_.wants(tenant)) {
-          Group& ng = group(tenant, lsn);
-          make_room(ng, rel, estimate_tuple(rel, info, new_tuple));
-          size_t before = ng.writer.capacity();
-          ng.writer.insert_begin(relid, count_columns(info, false));
-          write_tuple(ng.writer, rel, info, new_tuple, false);
-          after_message(ng, before);
-        }
-        return;
+      if (old_tenant == tenant) {
+        add_row(rel, info, tenant, lsn, RowMessage::kUpdate, key_changed ? old_tuple : nullptr,
+                new_tuple);
+      } else {
+        // The row changed tenant (the write guard refuses that unless bypassed): a DELETE for
+        // the old tenant's replicas, an INSERT for the new one's.
+        add_row(rel, info, old_tenant, lsn, RowMessage::kDelete, old_tuple, nullptr);
+        add_row(rel, info, tenant, lsn, RowMessage::kInsert, nullptr, new_tuple);
       }
-      if (!options_.wants(tenant)) return;
-      send_relation(rel, info, lsn);
-      Group& g = group(tenant, lsn);
-      make_room(g, rel,
-                estimate_tuple(rel, info, new_tuple) +
-                    (key_changed ? estimate_tuple(rel, info, old_tuple) : 0));
-      size_t before = g.writer.capacity();
-      g.writer.update_begin(relid);
-      if (key_changed) {
-        g.writer.update_old_key(count_columns(info, true));
-        write_tuple(g.writer, rel, info, old_tuple, true);
-      }
-      g.writer.update_new_tuple(count_columns(info, false));
-      write_tuple(g.writer, rel, info, new_tuple, false);
-      after_message(g, before);
       return;
     }
-    case REORDER_BUFFER_CHANGE_DELETE: {
+    case REORDER_BUFFER_CHANGE_DELETE:
       if (old_tuple == nullptr)
         pg::raise(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                   pg::format("a DELETE on distributed table \"%s\" carries no old key",
                              RelationGetRelationName(rel)),
                   {}, "Keep the table's REPLICA IDENTITY DEFAULT (its primary key) or FULL.");
-      std::string_view tenant = tenant_of(rel, info, old_tuple, old_buffer);
-      if (!options_.wants(tenant)) return;
-      send_relation(rel, info, lsn);
-      Group& g = group(tenant, lsn);
-      make_room(g, rel, estimate_tuple(rel, info, old_tuple));
-      size_t before = g.writer.capacity();
-      g.writer.delete_begin(relid, count_columns(info, true));
-      write_tuple(g.writer, rel, info, old_tuple, true);
-      after_message(g, before);
+      add_row(rel, info, tenant_of(rel, info, old_tuple, old_buffer), lsn, RowMessage::kDelete,
+              old_tuple, nullptr);
       return;
-    }
     default:
       return;  // other actions do not reach change_cb
   }
