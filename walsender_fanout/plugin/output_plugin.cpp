@@ -289,6 +289,9 @@ void Session::count_change() {
 }
 
 size_t Session::estimate_tuple(Relation rel, const RelationInfo& info, HeapTuple tuple) {
+  // Without out-of-line values a tuple fits a page; inline compressed values expand to at most a
+  // few hundred KiB. Only rows with TOASTed values need a look at each value.
+  if (!HeapTupleHasExternal(tuple)) return size_t{tuple->t_len} * 4 + (1u << 20);
   TupleDesc desc = RelationGetDescr(rel);
   size_t bytes = 16;
   return pg::call([&] {
