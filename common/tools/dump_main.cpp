@@ -1,18 +1,28 @@
 // edgeshard-dump: prints a stream of change-stream frames (common/FORMAT.md) as JSON lines, or only
-// verifies it. Reads the stream incrementally, so it works on pipes of any length.
+// verifies it. Reads a file or pipe incrementally, so it works on streams of any length, or reads
+// the frames straight from a logical replication slot of the output plugin "edgeshard" (--slot),
+// speaking the streaming replication protocol through libpq (the client library, no server
+// header): one frame per XLogData message.
 #include "common/frame_json.hpp"
 #include "common/frame_reader.hpp"
 
 #include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -21,6 +31,8 @@ namespace frame = edgeshard::frame;
 
 constexpr char kUsage[] =
     "usage: edgeshard-dump [--verify] [FILE]\n"
+    "       edgeshard-dump --dbname CONNINFO --slot NAME [--create-slot] [--start LSN]\n"
+    "                      [--endpos LSN] [--option NAME=VALUE ...] [--verify]\n"
     "\n"
     "Reads concatenated edgeshard change-stream frames (common/FORMAT.md) from FILE, or from\n"
     "standard input when FILE is absent or \"-\", and prints each frame as JSON lines: one object\n"
@@ -30,10 +42,25 @@ constexpr char kUsage[] =
     "             only a summary line\n"
     "  --help     show this help\n"
     "\n"
-    "Exit status: 0 when every frame is good; 1 when the stream is corrupt or truncated (the byte\n"
-    "offset is printed on standard error); 2 on a usage or I/O error.\n"
+    "With --slot, the frames come from a logical replication slot of the output plugin\n"
+    "\"edgeshard\", over a replication connection (as pg_recvlogical reads one), and are printed\n"
+    "the same way. The slot's position is confirmed as frames are printed (standard output is\n"
+    "flushed first), so a slot read this way is consumed.\n"
     "\n"
-    "Not available yet: reading from a replication slot (it will be added as --slot).\n";
+    "  --dbname CONNINFO      libpq connection string or URI (replication=database is added)\n"
+    "  --slot NAME            the logical replication slot to stream\n"
+    "  --create-slot          create the slot first (plugin edgeshard); fails if it exists\n"
+    "  --start LSN            start position (X/X); default: where the slot was last confirmed\n"
+    "  --endpos LSN           stop cleanly at this position (X/X): every transaction committed\n"
+    "                         before it is printed, nothing committed at or after it; without\n"
+    "                         it, stream until SIGINT or SIGTERM\n"
+    "  --option NAME=VALUE    an option of the output plugin (tenants, compression,\n"
+    "                         frame_bytes); repeat for several\n"
+    "\n"
+    "Exit status: 0 when every frame is good; 1 when the stream is corrupt or truncated (the byte\n"
+    "offset, or with --slot the LSN of the XLogData message, is printed on standard error); 2 on\n"
+    "a usage or I/O error; 3 on a connection or replication protocol error (with the last\n"
+    "confirmed LSN).\n";
 
 // Bytes read from the input per read() call at least.
 constexpr size_t kReadChunk = size_t{1} << 20;
@@ -42,6 +69,7 @@ constexpr size_t kReadChunk = size_t{1} << 20;
 constexpr int kExitOk = 0;
 constexpr int kExitCorrupt = 1;
 constexpr int kExitUsage = 2;
+constexpr int kExitConnection = 3;
 
 // Owns a file descriptor.
 class Fd {
@@ -68,33 +96,45 @@ struct Totals {
   uint64_t bytes = 0;
 };
 
+// Where in a frame a reader failure is: an offset from the frame's first byte, or, for a
+// malformed message of a compressed frame, an offset into the decompressed payload.
+struct FailurePoint {
+  uint64_t offset = 0;
+  bool in_decompressed_payload = false;
+};
+
+// Locates a failure; `header` is the frame's header when it was parsed (else nullptr).
+FailurePoint locate_failure(const frame::Status& st, const frame::Header* header) {
+  if (st.error == frame::Error::kBadMessage && header != nullptr) {
+    if (header->compressed) return {st.offset, true};
+    return {st.offset + header->header_length, false};  // message offsets count from the payload
+  }
+  return {st.offset, false};
+}
+
 // Prints where and why the stream is corrupt; `base` is the stream offset of the frame's first
 // byte and `header` the frame's header when it was parsed (else nullptr).
 int report_corruption(const char* source, uint64_t base, const frame::Status& st,
                       const frame::Header* header) {
-  if (st.error == frame::Error::kBadMessage && header != nullptr && header->compressed) {
+  const FailurePoint at = locate_failure(st, header);
+  if (at.in_decompressed_payload) {
     std::fprintf(stderr,
                  "edgeshard-dump: %s: corrupt frame at byte %" PRIu64 ": %s [%s] at byte %" PRIu64
                  " of its decompressed payload\n",
-                 source, base, st.message, frame::error_name(st.error), st.offset);
+                 source, base, st.message, frame::error_name(st.error), at.offset);
     return kExitCorrupt;
   }
-  // Message offsets count from the payload, every other offset from the frame's first byte.
-  const uint64_t at = base + st.offset +
-                      (st.error == frame::Error::kBadMessage && header ? header->header_length : 0);
   std::fprintf(stderr,
                "edgeshard-dump: %s: corrupt at byte %" PRIu64 ": %s [%s] (frame at byte %" PRIu64
                ")\n",
-               source, at, st.message, frame::error_name(st.error), base);
+               source, base + at.offset, st.message, frame::error_name(st.error), base);
   return kExitCorrupt;
 }
 
-// Checks one whole frame and prints it (unless verify_only); returns an exit status.
-int process_frame(const char* source, uint64_t base, std::span<const uint8_t> bytes,
-                  bool verify_only, frame::Reader& reader, std::string& out, Totals& totals) {
-  if (frame::Status st = reader.open(bytes); !st.ok()) {
-    return report_corruption(source, base, st, nullptr);
-  }
+// Prints the messages of the frame last opened by `reader` as JSON lines, or with verify_only
+// only checks and counts them; returns the status of its messages.
+frame::Status emit_frame(const frame::Reader& reader, bool verify_only, std::string& out,
+                         Totals& totals) {
   frame::Status st;
   if (verify_only) {
     frame::MessageCursor cursor = reader.messages();
@@ -106,10 +146,36 @@ int process_frame(const char* source, uint64_t base, std::span<const uint8_t> by
     st = frame::append_frame_json(out, reader);
     std::fwrite(out.data(), 1, out.size(), stdout);
   }
-  if (!st.ok()) return report_corruption(source, base, st, &reader.header());
-  ++totals.frames;
-  totals.bytes += bytes.size();
+  if (st.ok()) {
+    ++totals.frames;
+    totals.bytes += reader.header().frame_length;
+  }
+  return st;
+}
+
+// Checks one whole frame and prints it (unless verify_only); returns an exit status.
+int process_frame(const char* source, uint64_t base, std::span<const uint8_t> bytes,
+                  bool verify_only, frame::Reader& reader, std::string& out, Totals& totals) {
+  if (frame::Status st = reader.open(bytes); !st.ok()) {
+    return report_corruption(source, base, st, nullptr);
+  }
+  if (frame::Status st = emit_frame(reader, verify_only, out, totals); !st.ok()) {
+    return report_corruption(source, base, st, &reader.header());
+  }
   return kExitOk;
+}
+
+// Prints the --verify summary line (`suffix` is appended before the newline).
+void print_summary(const Totals& totals, const std::string& suffix) {
+  std::printf("ok: %" PRIu64 " frames, %" PRIu64 " messages, %" PRIu64 " bytes%s\n", totals.frames,
+              totals.messages, totals.bytes, suffix.c_str());
+}
+
+// Flushes standard output; false (after saying so) when the output could not be written.
+bool flush_stdout() {
+  if (std::fflush(stdout) == 0) return true;
+  std::fprintf(stderr, "edgeshard-dump: write failed: %s\n", std::strerror(errno));
+  return false;
 }
 
 // Reads frames from fd until its end, printing or verifying each; returns the exit status.
@@ -156,37 +222,526 @@ int dump(int fd, const char* source, bool verify_only) {
     eof = n == 0;
     end += static_cast<size_t>(n);
   }
-  if (verify_only) {
-    std::printf("ok: %" PRIu64 " frames, %" PRIu64 " messages, %" PRIu64 " bytes\n", totals.frames,
-                totals.messages, totals.bytes);
+  if (verify_only) print_summary(totals, "");
+  return flush_stdout() ? kExitOk : kExitUsage;
+}
+
+// --- Reading a replication slot ----------------------------------------------------------------
+//
+// The streaming replication protocol (PostgreSQL's "Streaming Replication Protocol" chapter):
+// after START_REPLICATION the connection is in COPY BOTH mode; the server sends CopyData messages
+// holding XLogData ('w': dataStart, walEnd, sendTime, then what the output plugin wrote, here one
+// frame) or a primary keepalive ('k': walEnd, sendTime, replyRequested); the client sends standby
+// status updates ('r': write, flush, apply, sendTime, replyRequested), which confirm the slot's
+// position, and CopyDone to stop. Fields are big-endian, unlike the frames' own little-endian ones.
+
+// Sizes of the protocol messages handled here.
+constexpr size_t kXLogDataHeader = 1 + 8 + 8 + 8;
+constexpr size_t kKeepaliveLength = 1 + 8 + 8 + 1;
+constexpr size_t kStatusUpdateLength = 1 + 8 + 8 + 8 + 8 + 1;
+
+// A standby status update is sent at least this often, as pg_recvlogical does by default (well
+// within the server's wal_sender_timeout).
+constexpr std::chrono::milliseconds kStatusInterval{10000};
+// Longest wait for the socket, so a signal that lands just before poll() is not missed long.
+constexpr int kMaxPollMs = 1000;
+
+// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01), for sendTime.
+constexpr int64_t kPostgresEpochUs = 946684800000000;
+
+// Set by SIGINT and SIGTERM: stop streaming cleanly.
+volatile sig_atomic_t g_stop_requested = 0;
+
+// Signal handler asking the stream to stop.
+extern "C" void request_stop(int /*signo*/) { g_stop_requested = 1; }
+
+// Reads a big-endian u64 (the replication protocol's byte order).
+uint64_t read_be64(const uint8_t* p) noexcept {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Writes a big-endian u64.
+void write_be64(uint8_t* p, uint64_t v) noexcept {
+  for (int i = 7; i >= 0; --i) {
+    p[i] = static_cast<uint8_t>(v);
+    v >>= 8;
   }
-  if (std::fflush(stdout) != 0) {
-    std::fprintf(stderr, "edgeshard-dump: write failed: %s\n", std::strerror(errno));
-    return kExitUsage;
+}
+
+// An LSN in PostgreSQL's X/X form.
+std::string format_lsn(uint64_t lsn) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%X/%X", static_cast<unsigned>(lsn >> 32),
+                static_cast<unsigned>(lsn & 0xffffffffu));
+  return buf;
+}
+
+// Parses an LSN in X/X form (two groups of 1 to 8 hex digits); false when malformed.
+bool parse_lsn(std::string_view text, uint64_t& out) {
+  const size_t slash = text.find('/');
+  if (slash == std::string_view::npos) return false;
+  uint32_t parts[2];
+  const std::string_view groups[2] = {text.substr(0, slash), text.substr(slash + 1)};
+  for (int i = 0; i < 2; ++i) {
+    const std::string_view g = groups[i];
+    if (g.empty() || g.size() > 8) return false;
+    auto [end, ec] = std::from_chars(g.data(), g.data() + g.size(), parts[i], 16);
+    if (ec != std::errc() || end != g.data() + g.size()) return false;
   }
-  return kExitOk;
+  out = (uint64_t{parts[0]} << 32) | parts[1];
+  return true;
+}
+
+// A replication command's identifier in double quotes (embedded quotes doubled).
+std::string quote_identifier(std::string_view s) {
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string_view("\"\"") : std::string_view(&c, 1);
+  return q += '"';
+}
+
+// A replication command's string literal in single quotes (embedded quotes doubled; the
+// replication grammar has no backslash escapes).
+std::string quote_literal(std::string_view s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string_view("''") : std::string_view(&c, 1);
+  return q += '\'';
+}
+
+// libpq's last error message without its trailing newline.
+std::string conn_error(const PGconn* conn) {
+  std::string m = PQerrorMessage(conn);
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+// Closes a libpq connection.
+struct ConnCloser {
+  void operator()(PGconn* conn) const noexcept { PQfinish(conn); }
+};
+// Frees a libpq result.
+struct ResultClearer {
+  void operator()(PGresult* res) const noexcept { PQclear(res); }
+};
+// Frees a buffer libpq allocated (PQgetCopyData).
+struct LibpqFreer {
+  void operator()(char* p) const noexcept { PQfreemem(p); }
+};
+using Connection = std::unique_ptr<PGconn, ConnCloser>;
+using Result = std::unique_ptr<PGresult, ResultClearer>;
+using CopyBuffer = std::unique_ptr<char, LibpqFreer>;
+
+// What --slot reads and how.
+struct SlotRequest {
+  const char* conninfo = nullptr;
+  const char* slot = nullptr;
+  bool create = false;
+  uint64_t start = 0;                                        // 0: the slot's confirmed position
+  uint64_t endpos = 0;                                       // 0: no end
+  std::vector<std::pair<std::string, const char*>> options;  // value nullptr: name alone
+  bool verify_only = false;
+};
+
+// Streams one logical replication slot: connects, optionally creates the slot, starts
+// replication, prints or verifies each frame, confirms progress, and stops cleanly.
+class SlotStream {
+ public:
+  explicit SlotStream(const SlotRequest& request) : request_(request) {
+    source_ = "slot " + quote_identifier(request.slot);
+  }
+
+  // Runs the whole session; returns the exit status.
+  int run();
+
+ private:
+  // Why the streaming loop ended.
+  enum class Stop { kEndpos, kSignal, kError };
+
+  // Opens the replication connection; false after reporting.
+  bool connect();
+  // Runs CREATE_REPLICATION_SLOT; false after reporting.
+  bool create_slot();
+  // Runs START_REPLICATION; false after reporting.
+  bool start_replication();
+  // Receives and handles messages until endpos, a signal or an error.
+  Stop stream();
+  // Handles one XLogData message; sets done_ when endpos is passed; false after reporting.
+  bool on_xlog_data(std::span<const uint8_t> msg);
+  // Handles one primary keepalive message; sets done_ when endpos is reached; false after
+  // reporting.
+  bool on_keepalive(std::span<const uint8_t> msg);
+  // Waits until the socket is readable or it is time for a status update; false on error.
+  bool wait_for_input();
+  // Flushes the output, then confirms confirmed_ to the server, asking for a keepalive back when
+  // reply_requested; false after reporting.
+  bool send_status(bool reply_requested);
+  // Sends CopyDone and reads what is left until the server ends the command; false on error.
+  bool finish();
+  // Reports a connection or protocol failure with the confirmed position.
+  void fail(const std::string& what);
+  // Reports a corrupt frame in the XLogData message sent at `lsn` (`header` when it was parsed);
+  // returns false.
+  bool report_slot_corruption(uint64_t lsn, const frame::Status& st, const frame::Header* header);
+
+  const SlotRequest& request_;
+  std::string source_;  // "slot \"name\"", for messages
+  Connection conn_;
+  frame::Reader reader_;
+  std::string out_;
+  Totals totals_;
+  int exit_status_ = kExitConnection;  // what a kError stop returns
+  uint64_t confirmed_ = 0;  // everything the server sent before this position is processed
+  bool at_endpos_ = false;  // a frame sent at or past endpos was processed
+  bool done_ = false;
+  std::chrono::steady_clock::time_point last_status_;
+};
+
+void SlotStream::fail(const std::string& what) {
+  std::fprintf(stderr, "edgeshard-dump: %s: %s (confirmed up to %s)\n", source_.c_str(),
+               what.c_str(), format_lsn(confirmed_).c_str());
+  exit_status_ = kExitConnection;
+}
+
+bool SlotStream::report_slot_corruption(uint64_t lsn, const frame::Status& st,
+                                        const frame::Header* header) {
+  const FailurePoint at = locate_failure(st, header);
+  std::fprintf(stderr,
+               "edgeshard-dump: %s: corrupt frame in the XLogData message at %s: %s [%s] at byte "
+               "%" PRIu64 " of %s\n",
+               source_.c_str(), format_lsn(lsn).c_str(), st.message, frame::error_name(st.error),
+               at.offset, at.in_decompressed_payload ? "its decompressed payload" : "the frame");
+  exit_status_ = kExitCorrupt;
+  return false;
+}
+
+bool SlotStream::connect() {
+  // Later keywords override what the expanded connection string says.
+  const char* const keywords[] = {"dbname", "replication", "fallback_application_name", nullptr};
+  const char* const values[] = {request_.conninfo, "database", "edgeshard-dump", nullptr};
+  conn_.reset(PQconnectdbParams(keywords, values, /*expand_dbname=*/1));
+  if (conn_ == nullptr) {
+    std::fprintf(stderr, "edgeshard-dump: could not connect: out of memory\n");
+    return false;
+  }
+  if (PQstatus(conn_.get()) != CONNECTION_OK) {
+    std::fprintf(stderr, "edgeshard-dump: could not connect: %s\n",
+                 conn_error(conn_.get()).c_str());
+    return false;
+  }
+  return true;
+}
+
+bool SlotStream::create_slot() {
+  const std::string command = "CREATE_REPLICATION_SLOT " + quote_identifier(request_.slot) +
+                              " LOGICAL \"edgeshard\" NOEXPORT_SNAPSHOT";
+  Result res(PQexec(conn_.get(), command.c_str()));
+  if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
+    std::fprintf(stderr, "edgeshard-dump: %s: could not create the slot: %s\n", source_.c_str(),
+                 conn_error(conn_.get()).c_str());
+    return false;
+  }
+  return true;
+}
+
+bool SlotStream::start_replication() {
+  std::string command = "START_REPLICATION SLOT " + quote_identifier(request_.slot) + " LOGICAL " +
+                        format_lsn(request_.start);
+  if (!request_.options.empty()) {
+    command += " (";
+    for (size_t i = 0; i < request_.options.size(); ++i) {
+      const auto& [name, value] = request_.options[i];
+      if (i > 0) command += ", ";
+      command += quote_identifier(name);
+      if (value != nullptr) {
+        command += ' ';
+        command += quote_literal(value);
+      }
+    }
+    command += ")";
+  }
+  Result res(PQexec(conn_.get(), command.c_str()));
+  if (PQresultStatus(res.get()) != PGRES_COPY_BOTH) {
+    std::fprintf(stderr, "edgeshard-dump: %s: could not start replication: %s\n", source_.c_str(),
+                 conn_error(conn_.get()).c_str());
+    return false;
+  }
+  last_status_ = std::chrono::steady_clock::now();
+  return true;
+}
+
+bool SlotStream::send_status(bool reply_requested) {
+  // Confirm only what has reached the output, as pg_recvlogical fsyncs before it confirms.
+  if (!flush_stdout()) {
+    exit_status_ = kExitUsage;
+    return false;
+  }
+  const auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  uint8_t msg[kStatusUpdateLength];
+  msg[0] = 'r';
+  write_be64(msg + 1, confirmed_);   // written
+  write_be64(msg + 9, confirmed_);   // flushed: the slot's confirmed_flush_lsn
+  write_be64(msg + 17, confirmed_);  // applied (printed): replay_lsn in pg_stat_replication
+  write_be64(msg + 25, static_cast<uint64_t>(now_us - kPostgresEpochUs));
+  msg[33] = reply_requested ? 1 : 0;
+  if (PQputCopyData(conn_.get(), reinterpret_cast<const char*>(msg), sizeof msg) <= 0 ||
+      PQflush(conn_.get()) != 0) {
+    fail("could not send a status update: " + conn_error(conn_.get()));
+    return false;
+  }
+  last_status_ = std::chrono::steady_clock::now();
+  return true;
+}
+
+bool SlotStream::on_xlog_data(std::span<const uint8_t> msg) {
+  if (msg.size() < kXLogDataHeader) {
+    fail("XLogData message too short (" + std::to_string(msg.size()) + " bytes)");
+    return false;
+  }
+  const uint64_t data_start = read_be64(msg.data() + 1);
+  const uint64_t wal_end = read_be64(msg.data() + 9);
+  const std::span<const uint8_t> bytes = msg.subspan(kXLogDataHeader);
+  // Exactly one frame per message: a frame cut short or followed by bytes is corrupt.
+  size_t length = 0;
+  frame::Status st = frame::frame_length(bytes, length);
+  if (st.ok() && length != bytes.size()) {
+    st = {length > bytes.size() ? frame::Error::kTruncated : frame::Error::kBadLength,
+          std::min(length, bytes.size()),
+          length > bytes.size() ? "the message ends inside the frame"
+                                : "the message holds bytes after the frame"};
+  }
+  if (st.ok()) st = reader_.open(bytes);
+  if (!st.ok()) return report_slot_corruption(data_start, st, nullptr);
+  // pg_recvlogical stops at the first message sent past endpos. Frames are sent at the LSN of the
+  // change that filled them, or at the end of the commit record for the last ones, so that would
+  // cut transactions: a transaction's frames are kept or left out together, by where its commit
+  // record starts. The frames of one transaction are sent one after another (PostgreSQL 15
+  // decodes a transaction when it reads its commit), so the first frame left out ends the stream.
+  const frame::Header& h = reader_.header();
+  const bool past_end =
+      h.commit_lsn != 0 ? h.commit_lsn >= request_.endpos : data_start > request_.endpos;
+  if (request_.endpos != 0 && past_end) {
+    done_ = true;  // not printed, not confirmed
+    return true;
+  }
+  st = emit_frame(reader_, request_.verify_only, out_, totals_);
+  if (!st.ok()) return report_slot_corruption(data_start, st, &h);
+  confirmed_ = std::max(confirmed_, wal_end);
+  if (request_.endpos != 0 && data_start >= request_.endpos && !at_endpos_) {
+    // More frames may be sent at this LSN (the last frames of every tenant of a transaction share
+    // its commit's end LSN): wait for a keepalive saying the server is past it. It sends one
+    // unasked only while our confirmed position is behind its own, which it no longer is: ask for
+    // one.
+    at_endpos_ = true;
+    return send_status(/*reply_requested=*/true);
+  }
+  return true;
+}
+
+bool SlotStream::on_keepalive(std::span<const uint8_t> msg) {
+  if (msg.size() < kKeepaliveLength) {
+    fail("keepalive message too short (" + std::to_string(msg.size()) + " bytes)");
+    return false;
+  }
+  const uint64_t wal_end = read_be64(msg.data() + 1);
+  const bool reply_requested = msg[17] != 0;
+  // The server has sent everything it decoded before wal_end, and all of it is processed (as
+  // pg_recvlogical counts it): confirming it lets a quiet slot release WAL.
+  confirmed_ = std::max(confirmed_, wal_end);
+  const bool reached = request_.endpos != 0 && wal_end >= request_.endpos;
+  if (reached) done_ = true;
+  if (reply_requested || reached) return send_status(false);
+  // Sent while the server was still decoding the transaction that ends at endpos: ask again.
+  if (at_endpos_) return send_status(true);
+  return true;
+}
+
+bool SlotStream::wait_for_input() {
+  const auto due = last_status_ + kStatusInterval;
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(due - std::chrono::steady_clock::now())
+          .count();
+  pollfd pfd{PQsocket(conn_.get()), POLLIN, 0};
+  if (pfd.fd < 0) {
+    fail("connection lost: " + conn_error(conn_.get()));
+    return false;
+  }
+  const int timeout = static_cast<int>(std::clamp<int64_t>(left, 0, kMaxPollMs));
+  const int n = poll(&pfd, 1, timeout);
+  if (n < 0 && errno != EINTR) {
+    fail(std::string("poll failed: ") + std::strerror(errno));
+    return false;
+  }
+  if (n > 0 && PQconsumeInput(conn_.get()) == 0) {
+    fail("could not receive data: " + conn_error(conn_.get()));
+    return false;
+  }
+  return true;
+}
+
+SlotStream::Stop SlotStream::stream() {
+  while (!done_) {
+    if (g_stop_requested) return Stop::kSignal;
+    if (std::chrono::steady_clock::now() - last_status_ >= kStatusInterval && !send_status(false)) {
+      return Stop::kError;
+    }
+    char* raw = nullptr;
+    const int n = PQgetCopyData(conn_.get(), &raw, /*async=*/1);
+    CopyBuffer copy(raw);
+    if (n == 0) {
+      if (!wait_for_input()) return Stop::kError;
+      continue;
+    }
+    if (n == -1) {  // the server ended the stream
+      Result res(PQgetResult(conn_.get()));
+      fail(PQresultStatus(res.get()) == PGRES_COMMAND_OK
+               ? std::string("the server ended the replication stream")
+               : "replication stream failed: " + conn_error(conn_.get()));
+      return Stop::kError;
+    }
+    if (n < 0) {
+      fail("could not read from the replication stream: " + conn_error(conn_.get()));
+      return Stop::kError;
+    }
+    const std::span<const uint8_t> msg(reinterpret_cast<const uint8_t*>(copy.get()),
+                                       static_cast<size_t>(n));
+    bool ok;
+    if (msg[0] == 'w') {
+      ok = on_xlog_data(msg);
+    } else if (msg[0] == 'k') {
+      ok = on_keepalive(msg);
+    } else {
+      fail(std::string("unexpected replication message '") + static_cast<char>(msg[0]) + "'");
+      ok = false;
+    }
+    if (!ok) return Stop::kError;
+  }
+  return Stop::kEndpos;
+}
+
+bool SlotStream::finish() {
+  if (!send_status(false)) return false;
+  if (PQputCopyEnd(conn_.get(), nullptr) <= 0 || PQflush(conn_.get()) != 0) {
+    fail("could not end the replication stream: " + conn_error(conn_.get()));
+    return false;
+  }
+  // The server may have sent more before it saw CopyDone: read and drop it, then its CopyDone.
+  for (;;) {
+    char* raw = nullptr;
+    const int n = PQgetCopyData(conn_.get(), &raw, /*async=*/0);
+    CopyBuffer copy(raw);
+    if (n == -1) break;
+    if (n == -2) {
+      fail("could not end the replication stream: " + conn_error(conn_.get()));
+      return false;
+    }
+  }
+  bool ok = true;
+  while (Result res{PQgetResult(conn_.get())}) {
+    const ExecStatusType status = PQresultStatus(res.get());
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && ok) {
+      fail("replication stream ended with an error: " + conn_error(conn_.get()));
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+int SlotStream::run() {
+  if (!connect()) return kExitConnection;
+  if (request_.create && !create_slot()) return kExitConnection;
+  if (!start_replication()) return kExitConnection;
+  switch (stream()) {
+    case Stop::kError:
+      return exit_status_;
+    case Stop::kEndpos:
+    case Stop::kSignal:
+      break;
+  }
+  if (!finish()) return exit_status_;
+  if (request_.verify_only) {
+    print_summary(totals_, ", " + source_ + " confirmed up to " + format_lsn(confirmed_));
+  }
+  return flush_stdout() ? kExitOk : kExitUsage;
+}
+
+// Installs the SIGINT/SIGTERM handlers (without SA_RESTART, so poll() wakes up).
+void install_stop_handlers() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = request_stop;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+// Prints a usage error and returns its exit status.
+int usage_error(const char* format, const char* arg) {
+  std::fputs("edgeshard-dump: ", stderr);
+  std::fprintf(stderr, format, arg);
+  std::fprintf(stderr, "\n%s", kUsage);
+  return kExitUsage;
 }
 
 }  // namespace
 
-// Parses the command line and dumps the file or standard input.
+// Parses the command line and dumps the file, standard input or the replication slot.
 int main(int argc, char** argv) {
   bool verify_only = false;
   const char* path = nullptr;
+  SlotRequest slot;
+  bool slot_only_option = false;  // an option that needs --slot was given
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
+    // The value of an option taking one, or nullptr when it is missing.
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       return kExitOk;
     }
     if (arg == "--verify") {
       verify_only = true;
+    } else if (arg == "--dbname" || arg == "--slot" || arg == "--start" || arg == "--endpos" ||
+               arg == "--option") {
+      const char* v = value();
+      if (v == nullptr) return usage_error("option '%s' needs a value", argv[i]);
+      if (arg == "--dbname") {
+        slot.conninfo = v;
+      } else if (arg == "--slot") {
+        slot.slot = v;
+      } else if (arg == "--start" || arg == "--endpos") {
+        uint64_t lsn = 0;
+        if (!parse_lsn(v, lsn) || (lsn == 0 && arg == "--endpos")) {
+          return usage_error("invalid LSN '%s' (use X/X)", v);
+        }
+        (arg == "--start" ? slot.start : slot.endpos) = lsn;
+        slot_only_option = true;
+      } else {
+        const char* eq = std::strchr(v, '=');
+        std::string name = eq != nullptr ? std::string(v, eq) : std::string(v);
+        if (name.empty()) return usage_error("invalid plugin option '%s' (use NAME=VALUE)", v);
+        slot.options.emplace_back(std::move(name), eq != nullptr ? eq + 1 : nullptr);
+        slot_only_option = true;
+      }
+    } else if (arg == "--create-slot") {
+      slot.create = true;
+      slot_only_option = true;
     } else if ((arg.size() > 1 && arg[0] == '-') || path != nullptr) {
-      std::fprintf(stderr, "edgeshard-dump: unexpected argument '%s'\n%s", argv[i], kUsage);
-      return kExitUsage;
+      return usage_error("unexpected argument '%s'", argv[i]);
     } else {
       path = argv[i];
     }
+  }
+  if (slot.slot != nullptr || slot.conninfo != nullptr || slot_only_option) {
+    if (slot.slot == nullptr || slot.conninfo == nullptr) {
+      return usage_error("%s", "reading a slot needs both --dbname and --slot");
+    }
+    if (path != nullptr) return usage_error("unexpected argument '%s' with --slot", path);
+    slot.verify_only = verify_only;
+    install_stop_handlers();
+    return SlotStream(slot).run();
   }
   const bool from_stdin = path == nullptr || std::string_view(path) == "-";
   Fd fd(from_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC));
