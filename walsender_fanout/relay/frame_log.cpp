@@ -1,0 +1,773 @@
+// The relay's segmented frame log: segment files, crash recovery on open, group sync, cursors
+// and retention (byte layout: LOG_FORMAT.md).
+#include "walsender_fanout/relay/frame_log.hpp"
+
+#include "common/frame_codec.hpp"
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <utility>
+
+namespace edgeshard::relay {
+
+namespace {
+
+using frame::load_u16;
+using frame::load_u32;
+using frame::load_u64;
+using frame::store_u16;
+using frame::store_u32;
+using frame::store_u64;
+
+// --- Layout (LOG_FORMAT.md) --------------------------------------------------------------------
+constexpr uint8_t kSegmentMagic[4] = {'E', 'S', 'R', 'L'};
+constexpr uint8_t kFormatVersion = 1;  // written; also the minimum version this code reads
+constexpr uint8_t kChecksumXxh3 = 1;
+constexpr uint16_t kKnownSegmentFlags = 0;  // no flag defined yet: any set bit is refused
+
+constexpr size_t kSegOffMagic = 0;
+constexpr size_t kSegOffVersion = 4;
+constexpr size_t kSegOffChecksumType = 5;
+constexpr size_t kSegOffFlags = 6;
+constexpr size_t kSegOffNumber = 8;
+constexpr size_t kSegOffReserved = 12;
+constexpr size_t kSegOffBaseLsn = 16;
+constexpr size_t kSegOffChecksum = 24;
+constexpr size_t kSegmentHeaderSize = 32;
+
+constexpr size_t kRecOffLength = 0;
+constexpr size_t kRecOffReserved = 4;
+constexpr size_t kRecOffLsn = 8;
+constexpr size_t kRecOffChecksum = 16;
+constexpr size_t kRecordHeaderSize = 24;
+
+// Segment file name: 16 hex digits of the base LSN, '-', 8 hex digits of the number, ".log".
+constexpr size_t kSegmentNameLength = 16 + 1 + 8 + 4;
+
+// The segment header's checksum: XXH3-64 of its first 24 bytes.
+uint64_t segment_header_checksum(const uint8_t* h) noexcept {
+  return XXH3_64bits(h, kSegOffChecksum);
+}
+
+// A record's checksum: XXH3-64 over the segment number, the record's file offset, the first 16
+// bytes of its header and its frame, so a record copied to another place is caught too.
+uint64_t record_checksum(uint32_t segment_number, uint64_t offset, const uint8_t* header,
+                         const uint8_t* frame, size_t length) noexcept {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  uint8_t context[12];
+  store_u32(context, segment_number);
+  store_u64(context + 4, offset);
+  XXH3_64bits_update(&state, context, sizeof context);
+  XXH3_64bits_update(&state, header, kRecOffChecksum);
+  XXH3_64bits_update(&state, frame, length);
+  return XXH3_64bits_digest(&state);
+}
+
+// File name of segment `number` whose first record has LSN base_lsn.
+std::string segment_name(uint64_t base_lsn, uint32_t number) {
+  char buf[kSegmentNameLength + 1];
+  std::snprintf(buf, sizeof buf, "%016llx-%08x.log", static_cast<unsigned long long>(base_lsn),
+                static_cast<unsigned>(number));
+  return buf;
+}
+
+// Parses the lower-case hex digits of s into out.
+bool parse_hex(std::string_view s, uint64_t& out) noexcept {
+  out = 0;
+  for (char c : s) {
+    int d;
+    if (c >= '0' && c <= '9') {
+      d = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      d = c - 'a' + 10;
+    } else {
+      return false;
+    }
+    out = (out << 4) | static_cast<uint64_t>(d);
+  }
+  return true;
+}
+
+// Parses a segment file name; false for any other file.
+bool parse_segment_name(std::string_view name, uint64_t& base_lsn, uint32_t& number) noexcept {
+  if (name.size() != kSegmentNameLength || name[16] != '-' || name.substr(25) != ".log") {
+    return false;
+  }
+  uint64_t n = 0;
+  if (!parse_hex(name.substr(0, 16), base_lsn) || !parse_hex(name.substr(17, 8), n)) return false;
+  number = static_cast<uint32_t>(n);
+  return true;
+}
+
+// A status of the given class.
+LogStatus make_status(LogError e, std::string message) { return LogStatus{e, std::move(message)}; }
+
+// kIo status naming the failed call, the file and errno's text.
+LogStatus io_error(const char* call, const std::string& file, int err) {
+  return make_status(LogError::kIo,
+                     std::string(call) + " failed on " + file + ": " + std::strerror(err));
+}
+
+// kCorrupt status naming the file and offset.
+LogStatus corrupt(const std::string& file, uint64_t offset, const char* what) {
+  return make_status(LogError::kCorrupt, "corrupt relay log " + file + " at offset " +
+                                             std::to_string(offset) + ": " + what);
+}
+
+// Writes all of data at offset, retrying short writes and EINTR.
+bool pwrite_all(int fd, const uint8_t* data, size_t size, uint64_t offset) noexcept {
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
+// Reads up to size bytes at offset (fewer only at end of file); returns the count or -1.
+ssize_t pread_all(int fd, uint8_t* data, size_t size, uint64_t offset) noexcept {
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd, data + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(done);
+}
+
+}  // namespace
+
+namespace detail {
+
+// Owns one file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  // Takes ownership of fd (-1 for none).
+  explicit Fd(int fd) noexcept : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  // The descriptor.
+  int get() const noexcept { return fd_; }
+  // Closes the descriptor.
+  void reset() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// One sparse index entry: the record at `offset` is the log's record `ordinal` and has `lsn`.
+struct IndexEntry {
+  uint64_t lsn;
+  uint64_t offset;
+  uint64_t ordinal;
+};
+
+// One segment file; the fields after fd are guarded by LogState::mu (the writer also reads them
+// without the lock, being their only mutator).
+struct Segment {
+  uint32_t number = 0;
+  uint64_t base_lsn = 0;
+  std::string path;
+  Fd fd;
+  uint64_t first_ordinal = 0;
+  uint64_t records = 0;
+  uint64_t end_offset = kSegmentHeaderSize;
+  uint64_t last_lsn = 0;
+  std::vector<IndexEntry> index;
+};
+
+// State shared by the FrameLog and its cursors.
+struct LogState {
+  std::filesystem::path dir;
+  FrameLog::Options options;
+  Fd dir_fd;  // also holds the flock that keeps a second writer out
+
+  mutable std::mutex mu;
+  std::deque<std::shared_ptr<Segment>> segments;  // guarded by mu
+  FrameLog::Position written;                     // guarded by mu
+  FrameLog::Position durable;                     // guarded by mu
+  std::atomic<uint64_t> durable_records{0};       // durable.records, read by cursors lock-free
+
+  // Writer-only.
+  uint32_t next_number = 0;
+  bool dir_dirty = false;
+  bool failed = false;
+  std::vector<uint8_t> scratch;
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::IndexEntry;
+using detail::LogState;
+using detail::Segment;
+
+// Reads and checks the record at offset of seg (limit: bytes of the file that may hold records).
+// On kOk, lsn and frame are set and *length is the frame's length.
+LogStatus read_record(const Segment& seg, uint64_t offset, uint64_t limit, uint8_t* header,
+                      std::vector<uint8_t>& frame, uint64_t& lsn, uint32_t& length) {
+  if (limit - offset < kRecordHeaderSize)
+    return corrupt(seg.path, offset, "record header truncated");
+  ssize_t n = pread_all(seg.fd.get(), header, kRecordHeaderSize, offset);
+  if (n < 0) return io_error("pread", seg.path, errno);
+  if (static_cast<size_t>(n) < kRecordHeaderSize) {
+    return corrupt(seg.path, offset, "record header truncated");
+  }
+  length = load_u32(header + kRecOffLength);
+  if (length == 0 || length > kMaxRecordBytes) {
+    return corrupt(seg.path, offset, "record length out of range");
+  }
+  if (load_u32(header + kRecOffReserved) != 0) {
+    return corrupt(seg.path, offset + kRecOffReserved, "record reserved bytes not zero");
+  }
+  if (limit - offset - kRecordHeaderSize < length) {
+    return corrupt(seg.path, offset, "record extends past end of segment");
+  }
+  frame.resize(length);
+  n = pread_all(seg.fd.get(), frame.data(), length, offset + kRecordHeaderSize);
+  if (n < 0) return io_error("pread", seg.path, errno);
+  if (static_cast<size_t>(n) < length) {
+    return corrupt(seg.path, offset, "record extends past end of file");
+  }
+  if (record_checksum(seg.number, offset, header, frame.data(), length) !=
+      load_u64(header + kRecOffChecksum)) {
+    return corrupt(seg.path, offset, "record checksum mismatch");
+  }
+  lsn = load_u64(header + kRecOffLsn);
+  return {};
+}
+
+// Checks a segment header against the file name's number and base LSN.
+LogStatus check_segment_header(const Segment& seg, const uint8_t* h) {
+  if (std::memcmp(h + kSegOffMagic, kSegmentMagic, 4) != 0) {
+    return corrupt(seg.path, kSegOffMagic, "bad segment magic");
+  }
+  if (h[kSegOffVersion] < kFormatVersion || h[kSegOffVersion] > kFormatVersion) {
+    return corrupt(seg.path, kSegOffVersion, "unsupported segment format version");
+  }
+  if (h[kSegOffChecksumType] != kChecksumXxh3) {
+    return corrupt(seg.path, kSegOffChecksumType, "unknown checksum type");
+  }
+  if ((load_u16(h + kSegOffFlags) & ~kKnownSegmentFlags) != 0) {
+    return corrupt(seg.path, kSegOffFlags, "unknown segment flags");
+  }
+  if (segment_header_checksum(h) != load_u64(h + kSegOffChecksum)) {
+    return corrupt(seg.path, kSegOffChecksum, "segment header checksum mismatch");
+  }
+  if (load_u32(h + kSegOffReserved) != 0) {
+    return corrupt(seg.path, kSegOffReserved, "segment reserved bytes not zero");
+  }
+  if (load_u32(h + kSegOffNumber) != seg.number) {
+    return corrupt(seg.path, kSegOffNumber, "segment number does not match file name");
+  }
+  if (load_u64(h + kSegOffBaseLsn) != seg.base_lsn) {
+    return corrupt(seg.path, kSegOffBaseLsn, "segment base lsn does not match file name");
+  }
+  return {};
+}
+
+// Throws the status as a start-up error.
+[[noreturn]] void throw_open(LogStatus st) { throw LogOpenError(std::move(st)); }
+
+// fsyncs the log directory.
+LogStatus sync_dir(LogState& s) {
+  if (::fsync(s.dir_fd.get()) != 0) return io_error("fsync", s.dir.string(), errno);
+  return {};
+}
+
+// Scans seg's records from its header on, checking each one, filling its counters and index.
+// A sealed segment must end exactly after a valid record; for the last one, *cut receives the
+// offset of the first bad record (the torn tail) instead of failing.
+LogStatus scan_segment(LogState& s, Segment& seg, uint64_t file_size, uint64_t prev_lsn,
+                       bool has_prev, uint64_t* cut) {
+  uint8_t header[kRecordHeaderSize];
+  uint64_t offset = kSegmentHeaderSize;
+  uint64_t lsn = 0;
+  uint32_t length = 0;
+  while (offset < file_size) {
+    LogStatus st = read_record(seg, offset, file_size, header, s.scratch, lsn, length);
+    if (st.error == LogError::kCorrupt && cut != nullptr) {
+      *cut = offset;
+      break;
+    }
+    if (!st.ok()) return st;
+    if (seg.records == 0 && lsn != seg.base_lsn) {
+      return corrupt(seg.path, offset + kRecOffLsn, "first record lsn differs from base lsn");
+    }
+    if ((seg.records > 0 && lsn < seg.last_lsn) ||
+        (seg.records == 0 && has_prev && lsn <= prev_lsn)) {
+      return corrupt(seg.path, offset + kRecOffLsn, "record lsn decreases");
+    }
+    if (seg.records % s.options.index_every == 0) {
+      seg.index.push_back(IndexEntry{lsn, offset, seg.first_ordinal + seg.records});
+    }
+    ++seg.records;
+    seg.last_lsn = lsn;
+    offset += kRecordHeaderSize + length;
+  }
+  seg.end_offset = offset;
+  if (cut != nullptr && offset == file_size) *cut = file_size;
+  if (cut == nullptr && seg.records == 0) {
+    return corrupt(seg.path, kSegmentHeaderSize, "sealed segment holds no record");
+  }
+  return {};
+}
+
+// Removes the file of a segment being discarded at start-up.
+void unlink_or_throw(const Segment& seg) {
+  if (::unlink(seg.path.c_str()) != 0) throw_open(io_error("unlink", seg.path, errno));
+}
+
+}  // namespace
+
+const char* log_error_name(LogError e) noexcept {
+  switch (e) {
+    case LogError::kOk:
+      return "ok";
+    case LogError::kEnd:
+      return "end";
+    case LogError::kBehindRetention:
+      return "behind_retention";
+    case LogError::kLsnDecreasing:
+      return "lsn_decreasing";
+    case LogError::kBadRecord:
+      return "bad_record";
+    case LogError::kCorrupt:
+      return "corrupt";
+    case LogError::kIo:
+      return "io";
+    case LogError::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+// --- FrameLog ------------------------------------------------------------------------------------
+
+FrameLog::FrameLog(std::shared_ptr<detail::LogState> state) : state_(std::move(state)) {}
+FrameLog::FrameLog(FrameLog&&) noexcept = default;
+FrameLog& FrameLog::operator=(FrameLog&&) noexcept = default;
+FrameLog::~FrameLog() = default;
+
+FrameLog FrameLog::open(const std::filesystem::path& dir, Options options) {
+  if (options.segment_bytes < kSegmentHeaderSize + kRecordHeaderSize + 1) {
+    throw std::invalid_argument("relay log segment_bytes is too small");
+  }
+  if (options.index_every == 0) throw std::invalid_argument("relay log index_every must be >= 1");
+
+  auto s = std::make_shared<LogState>();
+  s->dir = dir;
+  s->options = options;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    throw_open(make_status(LogError::kIo, "cannot create " + dir.string() + ": " + ec.message()));
+  s->dir_fd = detail::Fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (s->dir_fd.get() < 0) throw_open(io_error("open", dir.string(), errno));
+  if (::flock(s->dir_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    throw_open(make_status(
+        LogError::kIo,
+        "relay log " + dir.string() + " is locked by another process: " + std::strerror(errno)));
+  }
+
+  // Segment files, by number.
+  std::vector<std::shared_ptr<Segment>> found;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    std::string name = entry.path().filename().string();
+    auto seg = std::make_shared<Segment>();
+    if (!parse_segment_name(name, seg->base_lsn, seg->number)) continue;
+    seg->path = entry.path().string();
+    found.push_back(std::move(seg));
+  }
+  if (ec)
+    throw_open(make_status(LogError::kIo, "cannot list " + dir.string() + ": " + ec.message()));
+  std::sort(found.begin(), found.end(),
+            [](const auto& a, const auto& b) { return a->number < b->number; });
+
+  uint64_t ordinal = 0;
+  uint64_t prev_lsn = 0;
+  bool synced_away = false;  // a file was cut or removed: sync before trusting it
+  for (size_t i = 0; i < found.size(); ++i) {
+    Segment& seg = *found[i];
+    const bool last = i + 1 == found.size();
+    if (i > 0 && seg.number != found[i - 1]->number + 1) {
+      throw_open(corrupt(seg.path, 0, "segment numbers are not consecutive"));
+    }
+    seg.fd = detail::Fd(::open(seg.path.c_str(), (last ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+    if (seg.fd.get() < 0) throw_open(io_error("open", seg.path, errno));
+    struct stat sb;
+    if (::fstat(seg.fd.get(), &sb) != 0) throw_open(io_error("fstat", seg.path, errno));
+    const uint64_t size = static_cast<uint64_t>(sb.st_size);
+    uint8_t h[kSegmentHeaderSize] = {};
+    ssize_t n = pread_all(seg.fd.get(), h, kSegmentHeaderSize, 0);
+    if (n < 0) throw_open(io_error("pread", seg.path, errno));
+    static constexpr uint8_t kZeros[4] = {};
+    if (last && (static_cast<size_t>(n) < kSegmentHeaderSize ||
+                 std::memcmp(h + kSegOffMagic, kZeros, 4) == 0)) {
+      // A segment whose creation was torn: its header (and so any record) was never durable.
+      unlink_or_throw(seg);
+      found.pop_back();
+      synced_away = true;
+      break;
+    }
+    if (static_cast<size_t>(n) < kSegmentHeaderSize) {
+      throw_open(corrupt(seg.path, 0, "segment header truncated"));
+    }
+    if (LogStatus st = check_segment_header(seg, h); !st.ok()) throw_open(std::move(st));
+    seg.first_ordinal = ordinal;
+    uint64_t cut = size;
+    if (LogStatus st = scan_segment(*s, seg, size, prev_lsn, i > 0, last ? &cut : nullptr);
+        !st.ok()) {
+      throw_open(std::move(st));
+    }
+    if (last && cut < size) {
+      // Torn tail: drop every byte from the first incomplete or damaged record on.
+      if (::ftruncate(seg.fd.get(), static_cast<off_t>(cut)) != 0) {
+        throw_open(io_error("ftruncate", seg.path, errno));
+      }
+      synced_away = true;
+    }
+    if (last && seg.records == 0) {
+      unlink_or_throw(seg);
+      found.pop_back();
+      synced_away = true;
+      break;
+    }
+    ordinal += seg.records;
+    prev_lsn = seg.last_lsn;
+  }
+
+  // The last remaining segment becomes the active one: it must be writable.
+  if (!found.empty()) {
+    Segment& last = *found.back();
+    int fd = ::open(last.path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) throw_open(io_error("open", last.path, errno));
+    last.fd = detail::Fd(fd);
+    // What the previous process wrote may still be only in the page cache.
+    if (::fdatasync(last.fd.get()) != 0) throw_open(io_error("fdatasync", last.path, errno));
+    s->next_number = last.number + 1;
+    s->written = Position{last.last_lsn, ordinal};
+  }
+  if (synced_away || !found.empty()) {
+    if (LogStatus st = sync_dir(*s); !st.ok()) throw_open(std::move(st));
+  }
+  s->durable = s->written;
+  s->durable_records.store(s->written.records, std::memory_order_release);
+  s->segments.assign(found.begin(), found.end());
+  return FrameLog(std::move(s));
+}
+
+LogStatus FrameLog::append(uint64_t lsn, std::span<const uint8_t> frame) {
+  LogState& s = *state_;
+  if (s.failed) return make_status(LogError::kFailed, "relay log refuses writes after a failure");
+  if (frame.empty() || frame.size() > kMaxRecordBytes) {
+    return make_status(LogError::kBadRecord,
+                       "frame length " + std::to_string(frame.size()) + " out of range");
+  }
+  if (s.written.records > 0 && lsn < s.written.lsn) {
+    return make_status(LogError::kLsnDecreasing, "lsn " + std::to_string(lsn) +
+                                                     " is below the last appended lsn " +
+                                                     std::to_string(s.written.lsn));
+  }
+  const uint64_t record_size = kRecordHeaderSize + frame.size();
+  Segment* active = s.segments.empty() ? nullptr : s.segments.back().get();
+  // Records of one LSN stay in one segment, so a segment boundary always falls between LSNs.
+  if (active == nullptr ||
+      (active->records > 0 && active->end_offset + record_size > s.options.segment_bytes &&
+       lsn > active->last_lsn)) {
+    if (active != nullptr) {
+      // Seal: every segment but the last is complete and durable before the next one exists.
+      if (::fdatasync(active->fd.get()) != 0) {
+        s.failed = true;
+        return io_error("fdatasync", active->path, errno);
+      }
+      if (s.dir_dirty) {
+        if (LogStatus st = sync_dir(s); !st.ok()) {
+          s.failed = true;
+          return st;
+        }
+        s.dir_dirty = false;
+      }
+    }
+    auto seg = std::make_shared<Segment>();
+    seg->number = s.next_number;
+    seg->base_lsn = lsn;
+    seg->path = (s.dir / segment_name(lsn, seg->number)).string();
+    seg->first_ordinal = s.written.records;
+    seg->fd = detail::Fd(::open(seg->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    if (seg->fd.get() < 0) {
+      s.failed = true;
+      return io_error("open", seg->path, errno);
+    }
+    s.dir_dirty = true;
+    uint8_t h[kSegmentHeaderSize] = {};
+    std::memcpy(h + kSegOffMagic, kSegmentMagic, 4);
+    h[kSegOffVersion] = kFormatVersion;
+    h[kSegOffChecksumType] = kChecksumXxh3;
+    store_u16(h + kSegOffFlags, 0);
+    store_u32(h + kSegOffNumber, seg->number);
+    store_u64(h + kSegOffBaseLsn, lsn);
+    store_u64(h + kSegOffChecksum, segment_header_checksum(h));
+    if (!pwrite_all(seg->fd.get(), h, sizeof h, 0)) {
+      s.failed = true;
+      return io_error("pwrite", seg->path, errno);
+    }
+    ++s.next_number;
+    {
+      std::lock_guard lock(s.mu);
+      s.segments.push_back(seg);
+    }
+    active = seg.get();
+  }
+
+  const uint64_t offset = active->end_offset;
+  uint8_t h[kRecordHeaderSize] = {};
+  store_u32(h + kRecOffLength, static_cast<uint32_t>(frame.size()));
+  store_u64(h + kRecOffLsn, lsn);
+  store_u64(h + kRecOffChecksum,
+            record_checksum(active->number, offset, h, frame.data(), frame.size()));
+  if (!pwrite_all(active->fd.get(), h, sizeof h, offset) ||
+      !pwrite_all(active->fd.get(), frame.data(), frame.size(), offset + kRecordHeaderSize)) {
+    s.failed = true;
+    return io_error("pwrite", active->path, errno);
+  }
+  std::lock_guard lock(s.mu);
+  if (active->records % s.options.index_every == 0) {
+    active->index.push_back(IndexEntry{lsn, offset, s.written.records});
+  }
+  ++active->records;
+  active->end_offset = offset + record_size;
+  active->last_lsn = lsn;
+  s.written = Position{lsn, s.written.records + 1};
+  return {};
+}
+
+LogStatus FrameLog::sync() {
+  LogState& s = *state_;
+  if (s.failed) return make_status(LogError::kFailed, "relay log refuses writes after a failure");
+  Position target;
+  {
+    std::lock_guard lock(s.mu);
+    target = s.written;
+    if (target.records == s.durable.records) return {};
+  }
+  // Sealed segments were synced when they were sealed; only the active one can hold new records.
+  Segment& active = *s.segments.back();
+  if (::fdatasync(active.fd.get()) != 0) {
+    // After a failed fsync the kernel may have dropped the dirty pages: never retry blindly.
+    s.failed = true;
+    return io_error("fdatasync", active.path, errno);
+  }
+  if (s.dir_dirty) {
+    if (LogStatus st = sync_dir(s); !st.ok()) {
+      s.failed = true;
+      return st;
+    }
+    s.dir_dirty = false;
+  }
+  std::lock_guard lock(s.mu);
+  s.durable = target;
+  s.durable_records.store(target.records, std::memory_order_release);
+  return {};
+}
+
+FrameLog::Position FrameLog::written() const {
+  std::lock_guard lock(state_->mu);
+  return state_->written;
+}
+
+FrameLog::Position FrameLog::durable() const {
+  std::lock_guard lock(state_->mu);
+  return state_->durable;
+}
+
+uint64_t FrameLog::oldest_lsn() const {
+  std::lock_guard lock(state_->mu);
+  return state_->segments.empty() ? 0 : state_->segments.front()->base_lsn;
+}
+
+uint64_t FrameLog::total_bytes() const {
+  std::lock_guard lock(state_->mu);
+  uint64_t total = 0;
+  for (const auto& seg : state_->segments) total += seg->end_offset;
+  return total;
+}
+
+size_t FrameLog::segment_count() const {
+  std::lock_guard lock(state_->mu);
+  return state_->segments.size();
+}
+
+LogStatus FrameLog::open_cursor(uint64_t start, Cursor& cursor) const {
+  LogState& s = *state_;
+  std::lock_guard lock(s.mu);
+  cursor = Cursor();
+  cursor.state_ = state_;
+  cursor.start_lsn_ = start;
+  if (s.segments.empty()) {
+    cursor.ordinal_ = s.written.records;
+    cursor.segment_end_ = cursor.ordinal_;
+    return {};
+  }
+  if (start < s.segments.front()->base_lsn) {
+    return make_status(LogError::kBehindRetention,
+                       "start lsn " + std::to_string(start) + " is below the oldest retained lsn " +
+                           std::to_string(s.segments.front()->base_lsn));
+  }
+  auto it = std::find_if(s.segments.begin(), s.segments.end(), [&](const auto& seg) {
+    return seg->records > 0 && seg->last_lsn >= start;
+  });
+  if (it == s.segments.end()) {
+    // Beyond the end: wait at the end of the active segment for records still to come.
+    const auto& last = s.segments.back();
+    cursor.segment_ = last;
+    cursor.offset_ = last->end_offset;
+    cursor.ordinal_ = last->first_ordinal + last->records;
+    cursor.segment_end_ = cursor.ordinal_;
+    return {};
+  }
+  const Segment& seg = **it;
+  cursor.segment_ = *it;
+  cursor.offset_ = kSegmentHeaderSize;
+  cursor.ordinal_ = seg.first_ordinal;
+  // The last index entry below start: every record before it is below start too.
+  auto entry = std::partition_point(seg.index.begin(), seg.index.end(),
+                                    [&](const IndexEntry& e) { return e.lsn < start; });
+  if (entry != seg.index.begin()) {
+    --entry;
+    cursor.offset_ = entry->offset;
+    cursor.ordinal_ = entry->ordinal;
+  }
+  cursor.segment_end_ = seg.first_ordinal + seg.records;
+  return {};
+}
+
+template <typename Pred>
+LogStatus FrameLog::drop_front_while(Pred keep_going, size_t* dropped) {
+  LogState& s = *state_;
+  size_t count = 0;
+  LogStatus result;
+  while (true) {
+    std::shared_ptr<Segment> front;
+    {
+      std::lock_guard lock(s.mu);
+      if (s.segments.size() <= 1 || !keep_going(*s.segments.front())) break;
+      front = s.segments.front();
+    }
+    if (::unlink(front->path.c_str()) != 0) {
+      result = io_error("unlink", front->path, errno);
+      break;
+    }
+    {
+      std::lock_guard lock(s.mu);
+      s.segments.pop_front();  // cursors inside it keep its open fd until they move on
+    }
+    ++count;
+  }
+  if (count > 0 && result.ok()) result = sync_dir(s);
+  if (dropped != nullptr) *dropped = count;
+  return result;
+}
+
+LogStatus FrameLog::drop_segments_before(uint64_t lsn, size_t* dropped) {
+  return drop_front_while([lsn](const Segment& seg) { return seg.last_lsn < lsn; }, dropped);
+}
+
+LogStatus FrameLog::enforce_max_bytes(uint64_t max_bytes, size_t* dropped) {
+  // The writer thread is the only one changing segments, so the total read here stays true.
+  uint64_t total = total_bytes();
+  return drop_front_while(
+      [&](const Segment& seg) {
+        if (total <= max_bytes) return false;
+        total -= seg.end_offset;
+        return true;
+      },
+      dropped);
+}
+
+// --- Cursor --------------------------------------------------------------------------------------
+
+FrameLog::Cursor::Cursor() = default;
+FrameLog::Cursor::~Cursor() = default;
+FrameLog::Cursor::Cursor(Cursor&&) noexcept = default;
+FrameLog::Cursor& FrameLog::Cursor::operator=(Cursor&&) noexcept = default;
+
+LogStatus FrameLog::Cursor::next(Record& out) {
+  if (!state_) return make_status(LogError::kIo, "cursor is not open");
+  LogState& s = *state_;
+  header_.resize(kRecordHeaderSize);
+  while (true) {
+    if (ordinal_ >= s.durable_records.load(std::memory_order_acquire)) {
+      return make_status(LogError::kEnd, "");
+    }
+    if (!segment_ || ordinal_ >= segment_end_) {
+      std::lock_guard lock(s.mu);
+      if (segment_ && ordinal_ < segment_->first_ordinal + segment_->records) {
+        segment_end_ = segment_->first_ordinal + segment_->records;  // the active one grew
+      } else {
+        auto it = std::find_if(s.segments.begin(), s.segments.end(),
+                               [&](const auto& seg) { return seg->first_ordinal == ordinal_; });
+        if (it == s.segments.end()) {
+          if (s.segments.empty() || ordinal_ < s.segments.front()->first_ordinal) {
+            return make_status(LogError::kBehindRetention,
+                               "the cursor's next record was dropped by retention");
+          }
+          return make_status(LogError::kEnd, "");
+        }
+        segment_ = *it;
+        offset_ = kSegmentHeaderSize;
+        segment_end_ = segment_->first_ordinal + segment_->records;
+      }
+    }
+    uint32_t length = 0;
+    uint64_t lsn = 0;
+    // The record is durable, hence complete in the file: reading is bounded by the file itself.
+    LogStatus st =
+        read_record(*segment_, offset_, UINT64_MAX, header_.data(), out.frame, lsn, length);
+    if (!st.ok()) return st;
+    offset_ += kRecordHeaderSize + length;
+    ++ordinal_;
+    if (lsn < start_lsn_) continue;
+    out.lsn = lsn;
+    return {};
+  }
+}
+
+}  // namespace edgeshard::relay
