@@ -73,6 +73,16 @@ void append_all(FrameLog& log, const std::vector<Expected>& records) {
   }
 }
 
+// Small segments, so a few hundred records span several.
+constexpr FrameLog::Options kSmall{4096, 4};
+
+// Writes `records` to a new log in dir, syncs and closes it.
+void write_log(const fs::path& dir, const std::vector<Expected>& records) {
+  FrameLog log = FrameLog::open(dir, kSmall);
+  append_all(log, records);
+  ASSERT_TRUE(log.sync().ok());
+}
+
 // Every record a cursor from start yields until kEnd; other statuses land in *last.
 std::vector<Expected> read_from(const FrameLog& log, uint64_t start, LogStatus* last = nullptr) {
   std::vector<Expected> out;
@@ -141,8 +151,6 @@ void append_bytes(const fs::path& file, const std::vector<uint8_t>& bytes) {
   f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   ASSERT_TRUE(f.good());
 }
-
-constexpr FrameLog::Options kSmall{4096, 4};
 constexpr uint64_t kSegmentHeader = 32;
 constexpr uint64_t kRecordHeader = 24;
 
@@ -245,11 +253,7 @@ TEST(FrameLog, CursorBeforeOldestAndBeyondEnd) {
 TEST(FrameLog, ReopenGivesTheSameRecords) {
   TempDir dir;
   const auto records = make_records(200);
-  {
-    FrameLog log = FrameLog::open(dir.path(), kSmall);
-    append_all(log, records);
-    ASSERT_TRUE(log.sync().ok());
-  }
+  write_log(dir.path(), records);
   {
     FrameLog log = FrameLog::open(dir.path(), kSmall);
     EXPECT_EQ(log.written().records, 200u);
@@ -281,11 +285,7 @@ TEST(FrameLog, SecondOpenOfTheSameDirectoryIsRefused) {
 void check_torn_tail(int n, int keep, const std::function<void(const fs::path&)>& damage) {
   TempDir dir;
   const auto records = make_records(n);
-  {
-    FrameLog log = FrameLog::open(dir.path(), kSmall);
-    append_all(log, records);
-    ASSERT_TRUE(log.sync().ok());
-  }
+  write_log(dir.path(), records);
   damage(segment_files(dir.path()).back());
   FrameLog log = FrameLog::open(dir.path(), kSmall);
   const std::vector<Expected> kept(records.begin(), records.begin() + keep);
@@ -327,11 +327,7 @@ TEST(FrameLog, TornTailWithFlippedLastRecord) {
 TEST(FrameLog, TornCreationOfLastSegmentIsRemoved) {
   TempDir dir;
   const auto records = make_records(100);
-  {
-    FrameLog log = FrameLog::open(dir.path(), kSmall);
-    append_all(log, records);
-    ASSERT_TRUE(log.sync().ok());
-  }
+  write_log(dir.path(), records);
   const auto files = segment_files(dir.path());
   fs::resize_file(files.back(), 10);  // even its header is incomplete
   FrameLog log = FrameLog::open(dir.path(), kSmall);
@@ -344,11 +340,7 @@ TEST(FrameLog, TornCreationOfLastSegmentIsRemoved) {
 
 TEST(FrameLog, FlippedByteInSealedSegmentFailsOpen) {
   TempDir dir;
-  {
-    FrameLog log = FrameLog::open(dir.path(), kSmall);
-    append_all(log, make_records(200));
-    ASSERT_TRUE(log.sync().ok());
-  }
+  write_log(dir.path(), make_records(200));
   const auto files = segment_files(dir.path());
   ASSERT_GE(files.size(), 3u);
   // Second record of the second segment: offset = header + first record.
@@ -372,11 +364,7 @@ TEST(FrameLog, FlippedByteInSealedSegmentFailsOpen) {
 
 TEST(FrameLog, FlippedSegmentHeaderFailsOpen) {
   TempDir dir;
-  {
-    FrameLog log = FrameLog::open(dir.path(), kSmall);
-    append_all(log, make_records(200));
-    ASSERT_TRUE(log.sync().ok());
-  }
+  write_log(dir.path(), make_records(200));
   const auto files = segment_files(dir.path());
   flip_byte(files[0], 17);  // inside the base LSN
   try {
