@@ -1,5 +1,5 @@
-// The relay's segmented frame log: segment files, crash recovery on open, group sync, cursors
-// and retention (byte layout: LOG_FORMAT.md).
+// The relay's segmented frame log: segment files, crash recovery on open, group sync, cuts back
+// to a transaction boundary, cursors and retention (byte layout: LOG_FORMAT.md).
 #include "walsender_fanout/relay/frame_log.hpp"
 
 #include "common/frame_codec.hpp"
@@ -223,6 +223,7 @@ struct LogState {
   FrameLog::Position written;                     // guarded by mu
   FrameLog::Position durable;                     // guarded by mu
   std::atomic<uint64_t> durable_records{0};       // durable.records, read by cursors lock-free
+  std::atomic<uint64_t> truncations{0};           // cuts made by truncate_to(), changed under mu
 
   // Writer-only.
   uint32_t next_number = 0;
@@ -271,6 +272,37 @@ LogStatus read_record(const Segment& seg, uint64_t offset, uint64_t limit, uint8
     return corrupt(seg.path, offset, "record checksum mismatch");
   }
   lsn = load_u64(header + kRecOffLsn);
+  return {};
+}
+
+// Finds where seg's first `count` records end (1 <= count <= seg.records) and the key of the last
+// of them: from the last sparse index entry before that point, by reading record headers only.
+LogStatus find_record_end(const Segment& seg, uint64_t count, uint64_t& end, uint64_t& lsn) {
+  if (count == seg.records) {
+    end = seg.end_offset;
+    lsn = seg.last_lsn;
+    return {};
+  }
+  const uint64_t stop = seg.first_ordinal + count;  // ordinal of the first record not kept
+  auto entry = std::partition_point(seg.index.begin(), seg.index.end(),
+                                    [&](const IndexEntry& e) { return e.ordinal < stop; });
+  // index[0] is the segment's first record, whose ordinal is below stop.
+  --entry;
+  uint64_t offset = entry->offset;
+  uint8_t header[kRecordHeaderSize];
+  for (uint64_t ordinal = entry->ordinal; ordinal < stop; ++ordinal) {
+    ssize_t n = pread_all(seg.fd.get(), header, kRecordHeaderSize, offset);
+    if (n < 0) return io_error("pread", seg.path, errno);
+    const uint32_t length = load_u32(header + kRecOffLength);
+    if (static_cast<size_t>(n) < kRecordHeaderSize || length == 0 || length > kMaxRecordBytes ||
+        seg.end_offset - offset < kRecordHeaderSize ||
+        seg.end_offset - offset - kRecordHeaderSize < length) {
+      return corrupt(seg.path, offset, "record header does not match the segment's records");
+    }
+    lsn = load_u64(header + kRecOffLsn);
+    offset += kRecordHeaderSize + length;
+  }
+  end = offset;
   return {};
 }
 
@@ -430,7 +462,8 @@ FrameLog FrameLog::open(const std::filesystem::path& dir, Options options) {
     if (i > 0 && seg.number != found[i - 1]->number + 1) {
       throw_open(corrupt(seg.path, 0, "segment numbers are not consecutive"));
     }
-    seg.fd = detail::Fd(::open(seg.path.c_str(), (last ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+    // Read-write even when sealed: truncate_to() may cut back into it and make it the active one.
+    seg.fd = detail::Fd(::open(seg.path.c_str(), O_RDWR | O_CLOEXEC));
     if (seg.fd.get() < 0) throw_open(io_error("open", seg.path, errno));
     struct stat sb;
     if (::fstat(seg.fd.get(), &sb) != 0) throw_open(io_error("fstat", seg.path, errno));
@@ -474,12 +507,9 @@ FrameLog FrameLog::open(const std::filesystem::path& dir, Options options) {
     prev_lsn = seg.last_lsn;
   }
 
-  // The last remaining segment becomes the active one: it must be writable.
+  // The last remaining segment becomes the active one.
   if (!found.empty()) {
     Segment& last = *found.back();
-    int fd = ::open(last.path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) throw_open(io_error("open", last.path, errno));
-    last.fd = detail::Fd(fd);
     // What the previous process wrote may still be only in the page cache.
     if (::fdatasync(last.fd.get()) != 0) throw_open(io_error("fdatasync", last.path, errno));
     s->next_number = last.number + 1;
@@ -588,6 +618,13 @@ LogStatus FrameLog::sync() {
     target = s.written;
     if (target.records == s.durable.records) return {};
   }
+  if (s.segments.empty()) {
+    // Only after truncate_to() emptied the log: no record is retained, so none waits for a sync.
+    std::lock_guard lock(s.mu);
+    s.durable = target;
+    s.durable_records.store(target.records, std::memory_order_release);
+    return {};
+  }
   // Sealed segments were synced when they were sealed; only the active one can hold new records.
   Segment& active = *s.segments.back();
   if (::fdatasync(active.fd.get()) != 0) {
@@ -623,6 +660,12 @@ uint64_t FrameLog::oldest_lsn() const {
   return state_->segments.empty() ? 0 : state_->segments.front()->base_lsn;
 }
 
+FrameLog::Position FrameLog::oldest() const {
+  std::lock_guard lock(state_->mu);
+  if (state_->segments.empty()) return state_->written;
+  return Position{0, state_->segments.front()->first_ordinal};
+}
+
 uint64_t FrameLog::total_bytes() const {
   std::lock_guard lock(state_->mu);
   uint64_t total = 0;
@@ -635,12 +678,21 @@ size_t FrameLog::segment_count() const {
   return state_->segments.size();
 }
 
+std::vector<FrameLog::SegmentInfo> FrameLog::segments() const {
+  std::lock_guard lock(state_->mu);
+  std::vector<SegmentInfo> out;
+  out.reserve(state_->segments.size());
+  for (const auto& seg : state_->segments) out.push_back({seg->base_lsn, seg->end_offset});
+  return out;
+}
+
 LogStatus FrameLog::open_cursor(uint64_t start, Cursor& cursor) const {
   LogState& s = *state_;
   std::lock_guard lock(s.mu);
   cursor = Cursor();
   cursor.state_ = state_;
   cursor.start_lsn_ = start;
+  cursor.truncations_ = s.truncations.load(std::memory_order_relaxed);
   if (s.segments.empty()) {
     cursor.ordinal_ = s.written.records;
     cursor.segment_end_ = cursor.ordinal_;
@@ -654,7 +706,8 @@ LogStatus FrameLog::open_cursor(uint64_t start, Cursor& cursor) const {
   auto it = std::find_if(s.segments.begin(), s.segments.end(), [&](const auto& seg) {
     return seg->records > 0 && seg->last_lsn >= start;
   });
-  if (it == s.segments.end()) {
+  const uint64_t durable = s.durable.records;
+  if (it == s.segments.end() && durable == s.written.records) {
     // Beyond the end: wait at the end of the active segment for records still to come.
     const auto& last = s.segments.back();
     cursor.segment_ = last;
@@ -663,19 +716,126 @@ LogStatus FrameLog::open_cursor(uint64_t start, Cursor& cursor) const {
     cursor.segment_end_ = cursor.ordinal_;
     return {};
   }
+  if (it == s.segments.end()) --it;
+  // The seek never passes durable(): a cursor's position stays at or below it until records
+  // become durable, so truncate_to(durable()) keeps every cursor valid.
+  while (it != s.segments.begin() && (*it)->first_ordinal > durable) --it;
   const Segment& seg = **it;
   cursor.segment_ = *it;
   cursor.offset_ = kSegmentHeaderSize;
   cursor.ordinal_ = seg.first_ordinal;
-  // The last index entry below start: every record before it is below start too.
-  auto entry = std::partition_point(seg.index.begin(), seg.index.end(),
-                                    [&](const IndexEntry& e) { return e.lsn < start; });
+  // The last index entry below start (and at or below durable()): every record before it is
+  // below start too.
+  auto entry = std::partition_point(seg.index.begin(), seg.index.end(), [&](const IndexEntry& e) {
+    return e.lsn < start && e.ordinal <= durable;
+  });
   if (entry != seg.index.begin()) {
     --entry;
     cursor.offset_ = entry->offset;
     cursor.ordinal_ = entry->ordinal;
   }
   cursor.segment_end_ = seg.first_ordinal + seg.records;
+  return {};
+}
+
+LogStatus FrameLog::truncate_to(Position keep) {
+  LogState& s = *state_;
+  if (s.failed) return make_status(LogError::kFailed, "relay log refuses writes after a failure");
+  // This thread is the only one changing segments and written: reading them needs no lock.
+  const uint64_t oldest =
+      s.segments.empty() ? s.written.records : s.segments.front()->first_ordinal;
+  if (keep.records > s.written.records) {
+    return make_status(LogError::kBadRecord,
+                       "cannot truncate to record " + std::to_string(keep.records) +
+                           ": beyond the last written record " + std::to_string(s.written.records));
+  }
+  if (keep.records < oldest) {
+    return make_status(LogError::kBadRecord,
+                       "cannot truncate to record " + std::to_string(keep.records) +
+                           ": below the oldest retained record " + std::to_string(oldest));
+  }
+  // Segments kept (the last one holds the record keep.records - 1), and where its records end.
+  size_t kept_segments = 0;
+  uint64_t cut_offset = 0;
+  uint64_t kept_in_segment = 0;
+  uint64_t last_lsn = 0;
+  if (keep.records > oldest) {
+    auto it = std::partition_point(s.segments.begin(), s.segments.end(), [&](const auto& seg) {
+      return seg->first_ordinal + seg->records < keep.records;
+    });
+    const Segment& seg = **it;
+    kept_segments = static_cast<size_t>(it - s.segments.begin()) + 1;
+    kept_in_segment = keep.records - seg.first_ordinal;
+    if (LogStatus st = find_record_end(seg, kept_in_segment, cut_offset, last_lsn); !st.ok()) {
+      return st;
+    }
+    if (keep.lsn != last_lsn) {
+      return make_status(LogError::kBadRecord,
+                         "cannot truncate to record " + std::to_string(keep.records) + " at lsn " +
+                             std::to_string(keep.lsn) + ": that record's lsn is " +
+                             std::to_string(last_lsn));
+    }
+  }
+  if (keep.records == s.written.records) return {};  // nothing follows keep
+
+  // Cursors stop short of the cut before any byte of it goes.
+  {
+    std::lock_guard lock(s.mu);
+    s.written = keep;
+    if (s.durable.records > keep.records) {
+      s.durable = keep;
+      s.durable_records.store(keep.records, std::memory_order_release);
+    }
+  }
+  // Later segments go last first, each removal made durable before the next, so that a crash
+  // leaves the log a prefix of itself (a gap in the numbers would fail the next open).
+  const std::vector<std::shared_ptr<Segment>> removed(
+      s.segments.begin() + static_cast<std::ptrdiff_t>(kept_segments), s.segments.end());
+  for (auto it = removed.rbegin(); it != removed.rend(); ++it) {
+    if (::unlink((*it)->path.c_str()) != 0) {
+      s.failed = true;
+      return io_error("unlink", (*it)->path, errno);
+    }
+    if (LogStatus st = sync_dir(s); !st.ok()) {
+      s.failed = true;
+      return st;
+    }
+  }
+  if (kept_segments > 0) {
+    Segment& seg = *s.segments[kept_segments - 1];
+    if (cut_offset < seg.end_offset &&
+        ::ftruncate(seg.fd.get(), static_cast<off_t>(cut_offset)) != 0) {
+      s.failed = true;
+      return io_error("ftruncate", seg.path, errno);
+    }
+    if (::fdatasync(seg.fd.get()) != 0) {
+      s.failed = true;
+      return io_error("fdatasync", seg.path, errno);
+    }
+  }
+  // Also covers a kept segment whose creation was not yet synced.
+  if (LogStatus st = sync_dir(s); !st.ok()) {
+    s.failed = true;
+    return st;
+  }
+  s.dir_dirty = false;
+  if (!removed.empty()) s.next_number = removed.front()->number;  // numbers stay consecutive
+
+  std::lock_guard lock(s.mu);
+  s.segments.erase(s.segments.begin() + static_cast<std::ptrdiff_t>(kept_segments),
+                   s.segments.end());
+  if (kept_segments > 0) {
+    Segment& seg = *s.segments.back();
+    seg.records = kept_in_segment;
+    seg.end_offset = cut_offset;
+    seg.last_lsn = last_lsn;
+    std::erase_if(seg.index, [&](const IndexEntry& e) { return e.ordinal >= keep.records; });
+  } else if (s.durable.records < keep.records) {
+    // No record is retained: those below keep were in sealed, hence durable, dropped segments.
+    s.durable = keep;
+    s.durable_records.store(keep.records, std::memory_order_release);
+  }
+  s.truncations.fetch_add(1, std::memory_order_release);
   return {};
 }
 
@@ -729,17 +889,50 @@ FrameLog::Cursor::~Cursor() = default;
 FrameLog::Cursor::Cursor(Cursor&&) noexcept = default;
 FrameLog::Cursor& FrameLog::Cursor::operator=(Cursor&&) noexcept = default;
 
+LogStatus FrameLog::Cursor::relocate_after_cut(uint64_t target) {
+  // truncate_to() cut the log since segment_ was looked up: segment_ may have lost its tail or
+  // left the log, and target (the next record to return, below durable()) may now be in another
+  // segment, even in the middle of one. Seek to it afresh: from the last index entry at or before
+  // it, next() reads and skips the records up to it.
+  const LogState& s = *state_;
+  if (target > s.written.records) {
+    return make_status(LogError::kBehindRetention,
+                       "the cursor read past the position truncate_to cut the log to");
+  }
+  auto it = std::partition_point(s.segments.begin(), s.segments.end(), [&](const auto& seg) {
+    return seg->first_ordinal + seg->records <= target;
+  });
+  if (it == s.segments.end() || target < (*it)->first_ordinal) {
+    return make_status(LogError::kBehindRetention,
+                       "the cursor's next record was dropped by retention");
+  }
+  const Segment& seg = **it;
+  auto entry = std::partition_point(seg.index.begin(), seg.index.end(),
+                                    [&](const IndexEntry& e) { return e.ordinal <= target; });
+  --entry;  // index[0] is the segment's first record, at or before target
+  segment_ = *it;
+  offset_ = entry->offset;
+  ordinal_ = entry->ordinal;
+  resume_at_ = target;
+  segment_end_ = seg.first_ordinal + seg.records;
+  return {};
+}
+
 LogStatus FrameLog::Cursor::next(Record& out) {
   if (!state_) return make_status(LogError::kIo, "cursor is not open");
   LogState& s = *state_;
   header_.resize(kRecordHeaderSize);
   while (true) {
-    if (ordinal_ >= s.durable_records.load(std::memory_order_acquire)) {
+    if (position() >= s.durable_records.load(std::memory_order_acquire)) {
       return make_status(LogError::kEnd, "");
     }
-    if (!segment_ || ordinal_ >= segment_end_) {
+    if (!segment_ || ordinal_ >= segment_end_ ||
+        s.truncations.load(std::memory_order_acquire) != truncations_) {
       std::lock_guard lock(s.mu);
-      if (segment_ && ordinal_ < segment_->first_ordinal + segment_->records) {
+      if (truncations_ != s.truncations.load(std::memory_order_relaxed)) {
+        truncations_ = s.truncations.load(std::memory_order_relaxed);
+        if (LogStatus st = relocate_after_cut(position()); !st.ok()) return st;
+      } else if (segment_ && ordinal_ < segment_->first_ordinal + segment_->records) {
         segment_end_ = segment_->first_ordinal + segment_->records;  // the active one grew
       } else {
         auto it = std::find_if(s.segments.begin(), s.segments.end(),
@@ -764,7 +957,8 @@ LogStatus FrameLog::Cursor::next(Record& out) {
     if (!st.ok()) return st;
     offset_ += kRecordHeaderSize + length;
     ++ordinal_;
-    if (lsn < start_lsn_) continue;
+    // Records before a re-seek's target were returned (or skipped) before the cut.
+    if (ordinal_ <= resume_at_ || lsn < start_lsn_) continue;
     out.lsn = lsn;
     return {};
   }
