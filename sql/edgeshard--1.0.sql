@@ -570,3 +570,59 @@ FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA edgeshard TO PUBLIC;
 GRANT SELECT ON edgeshard.shard_map, edgeshard.tenant_placement TO PUBLIC;
+
+-- What the fan-out relays report about their subscribers (edgeshard-relay, setting
+-- status_conninfo; walsender_fanout/relay/status_reporter.hpp). UNLOGGED: reports write no WAL,
+-- so they never flow back down the change stream; a crash empties the table and the next report
+-- (every few seconds) fills it again.
+CREATE UNLOGGED TABLE edgeshard.edge_reports (
+    relay text NOT NULL,
+    subscriber text NOT NULL,
+    peer text NOT NULL DEFAULT '',
+    tenants text NOT NULL DEFAULT '*',
+    connected boolean NOT NULL,
+    acked_lsn pg_lsn NOT NULL,
+    sent_lsn pg_lsn NOT NULL,
+    relay_lsn pg_lsn NOT NULL,
+    lag_bytes bigint NOT NULL,
+    lag_seconds double precision NOT NULL,
+    frames_sent bigint NOT NULL DEFAULT 0,
+    bytes_sent bigint NOT NULL DEFAULT 0,
+    reported_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (relay, subscriber)
+);
+
+-- Replaces one relay's report (a JSON array, one object per subscriber).
+CREATE FUNCTION edgeshard.report_edge_status(relay text, report jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF relay IS NULL OR relay = '' OR jsonb_typeof(report) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'a relay report needs a relay name and a JSON array'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'edgeshard-relay sends [{"subscriber": ..., "acked_lsn": ...}, ...].';
+    END IF;
+    DELETE FROM edgeshard.edge_reports r WHERE r.relay = report_edge_status.relay;
+    INSERT INTO edgeshard.edge_reports (relay, subscriber, peer, tenants, connected, acked_lsn,
+                                        sent_lsn, relay_lsn, lag_bytes, lag_seconds, frames_sent,
+                                        bytes_sent)
+    SELECT report_edge_status.relay, e->>'subscriber', coalesce(e->>'peer', ''),
+           coalesce(e->>'tenants', '*'), (e->>'connected')::boolean, (e->>'acked_lsn')::pg_lsn,
+           (e->>'sent_lsn')::pg_lsn, (e->>'relay_lsn')::pg_lsn, (e->>'lag_bytes')::bigint,
+           (e->>'lag_seconds')::double precision, coalesce((e->>'frames_sent')::bigint, 0),
+           coalesce((e->>'bytes_sent')::bigint, 0)
+      FROM jsonb_array_elements(report) AS e;
+END $$;
+
+-- Every edge's lag as its relay last reported it, and behind this primary's WAL now.
+CREATE VIEW edgeshard.edge_status AS
+SELECT r.relay, r.subscriber, r.connected, r.peer, r.tenants, r.acked_lsn, r.relay_lsn,
+       r.lag_bytes AS relay_lag_bytes,
+       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                            ELSE pg_current_wal_lsn() END, r.acked_lsn)::bigint AS lag_bytes,
+       r.lag_seconds, r.frames_sent, r.bytes_sent, r.reported_at,
+       now() - r.reported_at AS report_age
+  FROM edgeshard.edge_reports r;
+
+-- Reports come from relays (superuser, or a role granted EXECUTE); anyone may read them.
+REVOKE ALL ON FUNCTION edgeshard.report_edge_status(text, jsonb) FROM PUBLIC;
+GRANT SELECT ON edgeshard.edge_status TO PUBLIC;

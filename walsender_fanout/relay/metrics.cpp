@@ -1,0 +1,166 @@
+// /metrics: rendering and a minimal HTTP/1.0 responder.
+#include "walsender_fanout/relay/metrics.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+namespace edgeshard::relay {
+
+namespace {
+
+// A Prometheus label value with \, " and newline escaped.
+std::string label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+// Appends a metric's HELP and TYPE lines.
+void describe(std::string& out, const char* name, const char* type, const char* help) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
+// Appends one sample.
+void sample(std::string& out, const char* name, const std::string& labels, double value) {
+  char num[64];
+  std::snprintf(num, sizeof num, "%.17g", value);
+  out += name;
+  if (!labels.empty()) out += "{" + labels + "}";
+  out += ' ';
+  out += num;
+  out += '\n';
+}
+
+}  // namespace
+
+std::string render_metrics(const MetricsSources& s) {
+  std::string out;
+  const std::string relay = "relay=\"" + label(s.relay_name) + "\"";
+  const RelayStatus st = s.board->read();
+  auto one = [&](const char* name, const char* type, const char* help, double v) {
+    describe(out, name, type, help);
+    sample(out, name, relay, v);
+  };
+  one("edgeshard_relay_upstream_connected", "gauge", "1 while the upstream stream is up",
+      s.upstream->connected.load() ? 1 : 0);
+  one("edgeshard_relay_upstream_reconnects_total", "counter", "upstream sessions that ended",
+      static_cast<double>(s.upstream->reconnects.load()));
+  one("edgeshard_relay_upstream_lsn", "gauge", "newest position received from upstream",
+      static_cast<double>(s.ingest->received_key.load()));
+  one("edgeshard_relay_durable_lsn", "gauge", "position durable in the log and visible to subscribers",
+      static_cast<double>(s.ingest->position.load()));
+  one("edgeshard_relay_confirmed_lsn", "gauge", "position last confirmed upstream",
+      static_cast<double>(s.upstream->confirmed.load()));
+  one("edgeshard_relay_frames_received_total", "counter", "frames received from upstream",
+      static_cast<double>(s.ingest->frames_in.load()));
+  one("edgeshard_relay_bytes_received_total", "counter", "frame bytes received from upstream",
+      static_cast<double>(s.ingest->bytes_in.load()));
+  one("edgeshard_relay_duplicates_skipped_total", "counter",
+      "frames sent again by upstream after a reconnect and skipped",
+      static_cast<double>(s.ingest->duplicates_skipped.load()));
+  one("edgeshard_relay_log_syncs_total", "counter", "group fsyncs of the frame log",
+      static_cast<double>(s.ingest->syncs.load()));
+  one("edgeshard_relay_log_oldest_lsn", "gauge", "oldest position still in the log",
+      static_cast<double>(s.log->oldest_lsn()));
+  one("edgeshard_relay_connections_total", "counter", "subscriber connections accepted",
+      static_cast<double>(st.connections_total));
+  one("edgeshard_relay_refused_total", "counter", "subscriber connections ended with an ERROR",
+      static_cast<double>(st.refused_total));
+  size_t connected = 0;
+  for (const auto& sub : st.subscribers) connected += sub.connected;
+  one("edgeshard_relay_subscribers_connected", "gauge", "subscribers streaming now",
+      static_cast<double>(connected));
+  struct PerSubscriber {
+    const char* name;
+    const char* type;
+    const char* help;
+    double (*value)(const SubscriberStatus&);
+  };
+  static const PerSubscriber per[] = {
+      {"edgeshard_relay_subscriber_connected", "gauge", "1 while the subscriber is connected",
+       [](const SubscriberStatus& x) { return x.connected ? 1.0 : 0.0; }},
+      {"edgeshard_relay_subscriber_acked_lsn", "gauge", "position the subscriber acked",
+       [](const SubscriberStatus& x) { return static_cast<double>(x.acked); }},
+      {"edgeshard_relay_subscriber_sent_lsn", "gauge", "position sent to the subscriber",
+       [](const SubscriberStatus& x) { return static_cast<double>(x.sent); }},
+      {"edgeshard_relay_subscriber_lag_bytes", "gauge", "relay position minus acked position (WAL bytes)",
+       [](const SubscriberStatus& x) { return static_cast<double>(x.lag_bytes); }},
+      {"edgeshard_relay_subscriber_lag_seconds", "gauge",
+       "seconds since the oldest transaction the subscriber has not acked became visible here",
+       [](const SubscriberStatus& x) { return x.lag_seconds; }},
+      {"edgeshard_relay_subscriber_catching_up", "gauge", "1 while served from the log on disk",
+       [](const SubscriberStatus& x) { return x.catching_up ? 1.0 : 0.0; }},
+      {"edgeshard_relay_subscriber_frames_sent_total", "counter", "frames sent on the current connection",
+       [](const SubscriberStatus& x) { return static_cast<double>(x.frames_sent); }},
+      {"edgeshard_relay_subscriber_bytes_sent_total", "counter", "bytes sent on the current connection",
+       [](const SubscriberStatus& x) { return static_cast<double>(x.bytes_sent); }},
+  };
+  for (const PerSubscriber& p : per) {
+    describe(out, p.name, p.type, p.help);
+    for (const auto& sub : st.subscribers) {
+      sample(out, p.name, relay + ",subscriber=\"" + label(sub.name) + "\"", p.value(sub));
+    }
+  }
+  return out;
+}
+
+void serve_metrics(int listen_fd, const MetricsSources& sources, const std::atomic<bool>& stop) {
+  while (!stop.load()) {
+    pollfd p{listen_fd, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    // A scraper gets two seconds to send its request and take the answer.
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    std::string request;
+    char buf[4096];
+    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      request.append(buf, static_cast<size_t>(n));
+    }
+    std::string body;
+    std::string status = "200 OK";
+    if (request.rfind("GET /metrics", 0) == 0) {
+      body = render_metrics(sources);
+    } else {
+      status = "404 Not Found";
+      body = "only GET /metrics is served here\n";
+    }
+    const std::string response = "HTTP/1.0 " + status +
+                                 "\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
+                                 std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    size_t done = 0;
+    while (done < response.size()) {
+      const ssize_t n = ::write(fd, response.data() + done, response.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  }
+  ::close(listen_fd);
+}
+
+}  // namespace edgeshard::relay

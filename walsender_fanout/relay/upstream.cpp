@@ -1,0 +1,57 @@
+// The upstream thread's reconnect loop and retention.
+#include "walsender_fanout/relay/upstream.hpp"
+
+#include "walsender_fanout/relay/log_line.hpp"
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+namespace edgeshard::relay {
+
+Upstream::Upstream(const RelayConfig& config, Ingest& ingest, Registry& registry)
+    : config_(config), ingest_(ingest), registry_(registry) {}
+
+bool Upstream::run(const std::atomic<bool>& stop) {
+  std::mt19937_64 rng(std::random_device{}());
+  int64_t delay_ms = config_.reconnect_min_ms;
+  while (!stop.load()) {
+    const SessionEnd end = config_.upstream.empty() ? run_parent(stop) : run_primary(stop);
+    stats_.connected = false;
+    if (IngestResult r = ingest_.on_disconnect(); !r.ok()) {
+      log(Level::kError, "log_failed", {{"error", r.message}});
+      return false;
+    }
+    if (end.fatal) {
+      log(Level::kError, "upstream_fatal", {{"error", end.reason}});
+      return false;
+    }
+    if (stop.load()) break;
+    if (end.progressed) delay_ms = config_.reconnect_min_ms;
+    // Full jitter around the current delay: many relays losing one primary do not return in step.
+    std::uniform_int_distribution<int64_t> jitter(delay_ms / 2, delay_ms + delay_ms / 2);
+    const int64_t wait_ms = jitter(rng);
+    stats_.reconnects.fetch_add(1);
+    log(Level::kWarning, "upstream_lost",
+        {{"reason", end.reason}, {"retry_in_ms", std::to_string(wait_ms)}});
+    for (int64_t waited = 0; waited < wait_ms && !stop.load(); waited += 20) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    delay_ms = std::min(delay_ms * 2, config_.reconnect_max_ms);
+  }
+  return true;
+}
+
+IngestResult Upstream::housekeeping(Clock::time_point now) {
+  if (now - last_housekeeping_ < std::chrono::seconds(1)) return {};
+  last_housekeeping_ = now;
+  const int64_t now_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  registry_.expire(now_unix - config_.subscriber_expiry_s);
+  return ingest_.apply_retention(registry_.min_acked(),
+                                 static_cast<uint64_t>(config_.retention_min_bytes),
+                                 static_cast<uint64_t>(config_.retention_max_bytes));
+}
+
+}  // namespace edgeshard::relay

@@ -1,0 +1,271 @@
+// A session with a shard primary: one logical replication connection (libpq, streaming
+// replication protocol, as pg_recvlogical speaks it), slot created when missing, frames and
+// keepalives into Ingest, status updates confirming Ingest's durable position.
+#include "common/frame_codec.hpp"
+#include "common/lsn.hpp"
+#include "walsender_fanout/relay/log_line.hpp"
+#include "walsender_fanout/relay/upstream.hpp"
+
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <memory>
+
+namespace edgeshard::relay {
+
+namespace {
+
+// PostgreSQL's epoch (2000-01-01) in Unix microseconds.
+constexpr int64_t kPostgresEpochUs = 946684800000000;
+// XLogData: 'w', dataStart, walEnd, sendTime.
+constexpr size_t kXLogDataHeader = 25;
+// Primary keepalive: 'k', walEnd, sendTime, replyRequested.
+constexpr size_t kKeepaliveLength = 18;
+// Standby status update: 'r', write, flush, apply, sendTime, replyRequested.
+constexpr size_t kStatusLength = 34;
+// A status update at least this often even when nothing moved (wal_receiver_status_interval).
+constexpr auto kStatusInterval = std::chrono::seconds(10);
+
+// Closes a libpq connection.
+struct ConnCloser {
+  void operator()(PGconn* c) const noexcept { PQfinish(c); }
+};
+// Frees a libpq result.
+struct ResultClearer {
+  void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+// Frees a libpq buffer.
+struct BufferFreer {
+  void operator()(char* p) const noexcept { PQfreemem(p); }
+};
+using Connection = std::unique_ptr<PGconn, ConnCloser>;
+using Result = std::unique_ptr<PGresult, ResultClearer>;
+using Buffer = std::unique_ptr<char, BufferFreer>;
+
+// Reads a big-endian u64 (the replication protocol's byte order).
+uint64_t be64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Writes a big-endian u64.
+void put_be64(uint8_t* p, uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<uint8_t>(v);
+}
+
+// libpq's last error without its trailing newline.
+std::string conn_error(PGconn* c) {
+  std::string m = PQerrorMessage(c);
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+// A replication-grammar identifier in double quotes.
+std::string quote_ident(const std::string& s) {
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+// A replication-grammar string literal in single quotes.
+std::string quote_literal(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+  return q + "'";
+}
+
+// The live state of one primary session.
+class PrimarySession {
+ public:
+  // Binds the session to the relay's parts.
+  PrimarySession(const RelayConfig& config, Ingest& ingest, UpstreamStats& stats)
+      : config_(config), ingest_(ingest), stats_(stats) {}
+
+  // Connects, prepares the slot and starts replication; an empty string when streaming.
+  std::string start(SessionEnd& end) {
+    const char* const keywords[] = {"target_session_attrs", "dbname", "replication",
+                                    "fallback_application_name", nullptr};
+    const std::string app = "edgeshard-relay " + config_.name;
+    const char* const values[] = {"read-write", config_.upstream.c_str(), "database", app.c_str(),
+                                  nullptr};
+    conn_.reset(PQconnectdbParams(keywords, values, /*expand_dbname=*/1));
+    if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK) {
+      return "could not connect: " + (conn_ ? conn_error(conn_.get()) : std::string("out of memory"));
+    }
+    // The slot: its plugin must be ours; its confirmed position is where a new log begins.
+    const std::string q =
+        "SELECT plugin, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = " +
+        quote_literal(config_.slot);
+    Result res(PQexec(conn_.get(), q.c_str()));
+    if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
+      return "could not look up slot " + config_.slot + ": " + conn_error(conn_.get());
+    }
+    uint64_t slot_start = 0;
+    if (PQntuples(res.get()) == 1) {
+      if (std::string(PQgetvalue(res.get(), 0, 0)) != "edgeshard") {
+        end.fatal = true;
+        return "slot " + config_.slot + " uses output plugin " + PQgetvalue(res.get(), 0, 0) +
+               ", not edgeshard";
+      }
+      if (!parse_lsn(PQgetvalue(res.get(), 0, 1), slot_start)) slot_start = 0;
+    } else if (!config_.create_slot) {
+      return "slot " + config_.slot + " does not exist (create_slot is off)";
+    } else {
+      const std::string create = "CREATE_REPLICATION_SLOT " + quote_ident(config_.slot) +
+                                 " LOGICAL \"edgeshard\" NOEXPORT_SNAPSHOT";
+      Result created(PQexec(conn_.get(), create.c_str()));
+      if (PQresultStatus(created.get()) != PGRES_TUPLES_OK) {
+        return "could not create slot " + config_.slot + ": " + conn_error(conn_.get());
+      }
+      parse_lsn(PQgetvalue(created.get(), 0, 1), slot_start);
+      log(Level::kInfo, "slot_created", {{"slot", config_.slot}, {"consistent_point", format_lsn(slot_start)}});
+    }
+    if (ingest_.position() != 0 && slot_start > ingest_.position()) {
+      // Someone else consumed the slot past this log: the transactions in between are gone.
+      end.fatal = true;
+      return "slot " + config_.slot + " is confirmed up to " + format_lsn(slot_start) +
+             ", past this relay's log (" + format_lsn(ingest_.position()) +
+             "): transactions in between are lost to this log; move data_dir away to start a new "
+             "log (its subscribers will have to resync)";
+    }
+    if (IngestResult r = ingest_.begin_stream(slot_start, Clock::now()); !r.ok()) {
+      end.fatal = true;
+      return r.message;
+    }
+    std::string cmd = "START_REPLICATION SLOT " + quote_ident(config_.slot) + " LOGICAL " +
+                      format_lsn(ingest_.position()) + " (\"compression\" " +
+                      quote_literal(config_.compression) + ", \"frame_bytes\" " +
+                      quote_literal(std::to_string(config_.frame_bytes));
+    if (!config_.tenants.empty()) cmd += ", \"tenants\" " + quote_literal(config_.tenants);
+    cmd += ")";
+    Result started(PQexec(conn_.get(), cmd.c_str()));
+    if (PQresultStatus(started.get()) != PGRES_COPY_BOTH) {
+      return "could not start replication: " + conn_error(conn_.get());
+    }
+    stats_.connected = true;
+    log(Level::kInfo, "upstream_connected",
+        {{"host", PQhost(conn_.get()) ? PQhost(conn_.get()) : ""},
+         {"port", PQport(conn_.get()) ? PQport(conn_.get()) : ""},
+         {"slot", config_.slot},
+         {"start", format_lsn(ingest_.position())}});
+    return "";
+  }
+
+  // Streams until stop, an error, or a fatal condition; returns why it ended.
+  std::string stream(const std::atomic<bool>& stop, SessionEnd& end,
+                     const std::function<IngestResult(Clock::time_point)>& housekeeping) {
+    Clock::time_point last_request{};
+    int burst = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      char* raw = nullptr;
+      const int n = PQgetCopyData(conn_.get(), &raw, /*async=*/1);
+      Buffer buf(raw);
+      const Clock::time_point now = Clock::now();
+      if (n > 0) {
+        end.progressed = true;
+        IngestResult r = handle(reinterpret_cast<const uint8_t*>(buf.get()), static_cast<size_t>(n), now);
+        if (!r.ok()) {
+          end.fatal = r.kind == IngestResult::kLogFailed;
+          return r.message;
+        }
+        if (++burst < 64) continue;  // housekeeping below every 64 messages in a burst
+      } else if (n == 0) {
+        pollfd p{PQsocket(conn_.get()), POLLIN, 0};
+        const int wait_ms = std::max<int64_t>(1, std::min<int64_t>(config_.sync_interval_ms, 100));
+        if (::poll(&p, 1, wait_ms) < 0 && errno != EINTR) return std::string("poll: ") + std::strerror(errno);
+        if (PQconsumeInput(conn_.get()) == 0) return "connection lost: " + conn_error(conn_.get());
+      } else if (n == -1) {
+        Result res(PQgetResult(conn_.get()));
+        return "the server ended the stream: " + conn_error(conn_.get());
+      } else {
+        return "connection lost: " + conn_error(conn_.get());
+      }
+      burst = 0;
+      if (IngestResult r = ingest_.tick(now); !r.ok()) {
+        end.fatal = true;
+        return r.message;
+      }
+      if (IngestResult r = housekeeping(now); !r.ok()) {
+        end.fatal = true;
+        return r.message;
+      }
+      const bool ask = ingest_.wants_position(now) && now - last_request >= std::chrono::milliseconds(config_.sync_interval_ms);
+      if (ask) last_request = now;
+      if ((ask || ingest_.position() != confirmed_ || now - last_status_ >= kStatusInterval) &&
+          !send_status(ask)) {
+        return "could not send a status update: " + conn_error(conn_.get());
+      }
+    }
+    // Clean stop: confirm what is durable, end the COPY.
+    send_status(false);
+    PQputCopyEnd(conn_.get(), nullptr);
+    PQflush(conn_.get());
+    return "stopping";
+  }
+
+ private:
+  // One CopyData message from the server.
+  IngestResult handle(const uint8_t* msg, size_t n, Clock::time_point now) {
+    if (msg[0] == 'w' && n >= kXLogDataHeader) {
+      return ingest_.on_frame(std::span<const uint8_t>(msg + kXLogDataHeader, n - kXLogDataHeader), now);
+    }
+    if (msg[0] == 'k' && n >= kKeepaliveLength) {
+      const uint64_t wal_end = be64(msg + 1);
+      const int64_t time_us = static_cast<int64_t>(be64(msg + 9)) + kPostgresEpochUs;
+      IngestResult r = ingest_.on_position(wal_end, time_us, now);
+      if (r.ok() && msg[17] != 0 && !send_status(false)) {
+        return {IngestResult::kBadInput, "could not send a status update: " + conn_error(conn_.get())};
+      }
+      return r;
+    }
+    return {IngestResult::kBadInput, "unexpected replication message '" + std::string(1, static_cast<char>(msg[0])) +
+                                         "' of " + std::to_string(n) + " bytes"};
+  }
+
+  // Confirms the durable position (written = received, flushed = applied = durable).
+  bool send_status(bool reply_requested) {
+    const uint64_t durable = ingest_.position();
+    uint8_t m[kStatusLength];
+    m[0] = 'r';
+    put_be64(m + 1, std::max(durable, ingest_.stats().received_key.load()));
+    put_be64(m + 9, durable);
+    put_be64(m + 17, durable);
+    const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    put_be64(m + 25, static_cast<uint64_t>(now_us - kPostgresEpochUs));
+    m[33] = reply_requested ? 1 : 0;
+    if (PQputCopyData(conn_.get(), reinterpret_cast<const char*>(m), sizeof m) <= 0 || PQflush(conn_.get()) != 0) {
+      return false;
+    }
+    confirmed_ = durable;
+    stats_.confirmed = durable;
+    last_status_ = Clock::now();
+    return true;
+  }
+
+  const RelayConfig& config_;
+  Ingest& ingest_;
+  UpstreamStats& stats_;
+  Connection conn_;
+  uint64_t confirmed_ = 0;
+  Clock::time_point last_status_{};
+};
+
+}  // namespace
+
+SessionEnd Upstream::run_primary(const std::atomic<bool>& stop) {
+  SessionEnd end;
+  PrimarySession session(config_, ingest_, stats_);
+  end.reason = session.start(end);
+  if (!end.reason.empty()) return end;
+  end.reason = session.stream(stop, end, [this](Clock::time_point now) { return housekeeping(now); });
+  return end;
+}
+
+}  // namespace edgeshard::relay
