@@ -6,6 +6,8 @@
 // (--relay, walsender_fanout/relay/PROTOCOL.md) with relay::RelayClient.
 #include "common/frame_json.hpp"
 #include "common/frame_reader.hpp"
+#include "common/lsn.hpp"
+#include "common/pq_replication.hpp"
 #include "walsender_fanout/relay/relay_client.hpp"
 
 #include <fcntl.h>
@@ -32,6 +34,9 @@
 namespace {
 
 namespace frame = edgeshard::frame;
+using edgeshard::format_lsn;
+using edgeshard::parse_lsn;
+using namespace edgeshard::pq;
 namespace relay = edgeshard::relay;
 
 constexpr char kUsage[] =
@@ -142,30 +147,6 @@ struct Totals {
   uint64_t messages = 0;
   uint64_t bytes = 0;
 };
-
-// An LSN in PostgreSQL's X/X form.
-std::string format_lsn(uint64_t lsn) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%X/%X", static_cast<unsigned>(lsn >> 32),
-                static_cast<unsigned>(lsn & 0xffffffffu));
-  return buf;
-}
-
-// Parses an LSN in X/X form (two groups of 1 to 8 hex digits); false when malformed.
-bool parse_lsn(std::string_view text, uint64_t& out) {
-  const size_t slash = text.find('/');
-  if (slash == std::string_view::npos) return false;
-  uint32_t parts[2];
-  const std::string_view groups[2] = {text.substr(0, slash), text.substr(slash + 1)};
-  for (int i = 0; i < 2; ++i) {
-    const std::string_view g = groups[i];
-    if (g.empty() || g.size() > 8) return false;
-    auto [end, ec] = std::from_chars(g.data(), g.data() + g.size(), parts[i], 16);
-    if (ec != std::errc() || end != g.data() + g.size()) return false;
-  }
-  out = (uint64_t{parts[0]} << 32) | parts[1];
-  return true;
-}
 
 // Appends a tenant key as one blank-free token of a --format frames line: bytes 0x00-0x20, 0x7F
 // and '\\' as \\xHH, so lines split at blanks; "*" (MANY_TENANTS) and "" (empty key) stay distinct.
@@ -351,78 +332,17 @@ int dump(int fd, const char* source, OutputMode mode) {
 // status updates ('r': write, flush, apply, sendTime, replyRequested), which confirm the slot's
 // position, and CopyDone to stop. Fields are big-endian, unlike the frames' own little-endian ones.
 
-// Sizes of the protocol messages handled here.
-constexpr size_t kXLogDataHeader = 1 + 8 + 8 + 8;
-constexpr size_t kKeepaliveLength = 1 + 8 + 8 + 1;
-constexpr size_t kStatusUpdateLength = 1 + 8 + 8 + 8 + 8 + 1;
-
 // A standby status update is sent at least this often, as pg_recvlogical does by default (well
 // within the server's wal_sender_timeout).
 constexpr std::chrono::milliseconds kStatusInterval{10000};
 // Longest wait for the socket, so a signal that lands just before poll() is not missed long.
 constexpr int kMaxPollMs = 1000;
 
-// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01), for sendTime.
-constexpr int64_t kPostgresEpochUs = 946684800000000;
-
 // Set by SIGINT and SIGTERM: stop streaming cleanly.
 volatile sig_atomic_t g_stop_requested = 0;
 
 // Signal handler asking the stream to stop.
 extern "C" void request_stop(int /*signo*/) { g_stop_requested = 1; }
-
-// Reads a big-endian u64 (the replication protocol's byte order).
-uint64_t read_be64(const uint8_t* p) noexcept {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
-  return v;
-}
-
-// Writes a big-endian u64.
-void write_be64(uint8_t* p, uint64_t v) noexcept {
-  for (int i = 7; i >= 0; --i) {
-    p[i] = static_cast<uint8_t>(v);
-    v >>= 8;
-  }
-}
-
-// A replication command's identifier in double quotes (embedded quotes doubled).
-std::string quote_identifier(std::string_view s) {
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string_view("\"\"") : std::string_view(&c, 1);
-  return q += '"';
-}
-
-// A replication command's string literal in single quotes (embedded quotes doubled; the
-// replication grammar has no backslash escapes).
-std::string quote_literal(std::string_view s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string_view("''") : std::string_view(&c, 1);
-  return q += '\'';
-}
-
-// libpq's last error message without its trailing newline.
-std::string conn_error(const PGconn* conn) {
-  std::string m = PQerrorMessage(conn);
-  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
-  return m;
-}
-
-// Closes a libpq connection.
-struct ConnCloser {
-  void operator()(PGconn* conn) const noexcept { PQfinish(conn); }
-};
-// Frees a libpq result.
-struct ResultClearer {
-  void operator()(PGresult* res) const noexcept { PQclear(res); }
-};
-// Frees a buffer libpq allocated (PQgetCopyData).
-struct LibpqFreer {
-  void operator()(char* p) const noexcept { PQfreemem(p); }
-};
-using Connection = std::unique_ptr<PGconn, ConnCloser>;
-using Result = std::unique_ptr<PGresult, ResultClearer>;
-using CopyBuffer = std::unique_ptr<char, LibpqFreer>;
 
 // What --slot reads and how.
 struct SlotRequest {
@@ -568,16 +488,9 @@ bool SlotStream::send_status(bool reply_requested) {
     exit_status_ = kExitUsage;
     return false;
   }
-  const auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
   uint8_t msg[kStatusUpdateLength];
-  msg[0] = 'r';
-  write_be64(msg + 1, confirmed_);   // written
-  write_be64(msg + 9, confirmed_);   // flushed: the slot's confirmed_flush_lsn
-  write_be64(msg + 17, confirmed_);  // applied (printed): replay_lsn in pg_stat_replication
-  write_be64(msg + 25, static_cast<uint64_t>(now_us - kPostgresEpochUs));
-  msg[33] = reply_requested ? 1 : 0;
+  // written, flushed (the slot's confirmed_flush_lsn), applied (printed: replay_lsn)
+  encode_status_update(msg, confirmed_, confirmed_, confirmed_, reply_requested);
   if (PQputCopyData(conn_.get(), reinterpret_cast<const char*>(msg), sizeof msg) <= 0 ||
       PQflush(conn_.get()) != 0) {
     fail("could not send a status update: " + conn_error(conn_.get()));

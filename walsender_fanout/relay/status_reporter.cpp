@@ -2,9 +2,9 @@
 #include "walsender_fanout/relay/status_reporter.hpp"
 
 #include "common/lsn.hpp"
+#include "common/pq_replication.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
 
-#include <libpq-fe.h>
 
 #include <cstdio>
 #include <memory>
@@ -32,15 +32,6 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
-// Closes a libpq connection.
-struct ConnCloser {
-  void operator()(PGconn* c) const noexcept { PQfinish(c); }
-};
-// Frees a libpq result.
-struct ResultClearer {
-  void operator()(PGresult* r) const noexcept { PQclear(r); }
-};
-
 }  // namespace
 
 std::string status_report_json(const RelayStatus& st) {
@@ -63,7 +54,7 @@ std::string status_report_json(const RelayStatus& st) {
 void run_status_reporter(const std::string& conninfo, const std::string& relay_name,
                          std::chrono::milliseconds interval, const StatusBoard& board,
                          const std::atomic<bool>& stop) {
-  std::unique_ptr<PGconn, ConnCloser> conn;
+  pq::Connection conn;
   bool failing = false;
   auto next = std::chrono::steady_clock::now();
   while (!stop.load()) {
@@ -85,7 +76,7 @@ void run_status_reporter(const std::string& conninfo, const std::string& relay_n
     if (conn) {
       const std::string report = status_report_json(board.read());
       const char* params[] = {relay_name.c_str(), report.c_str()};
-      std::unique_ptr<PGresult, ResultClearer> res(PQexecParams(
+      pq::Result res(PQexecParams(
           conn.get(), "SELECT edgeshard.report_edge_status($1, $2::jsonb)", 2, nullptr, params,
           nullptr, nullptr, 0));
       if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) error = PQerrorMessage(conn.get());

@@ -3,10 +3,10 @@
 // keepalives into Ingest, status updates confirming Ingest's durable position.
 #include "common/frame_codec.hpp"
 #include "common/lsn.hpp"
+#include "common/pq_replication.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
 #include "walsender_fanout/relay/upstream.hpp"
 
-#include <libpq-fe.h>
 #include <poll.h>
 
 #include <algorithm>
@@ -19,65 +19,15 @@ namespace edgeshard::relay {
 
 namespace {
 
-// PostgreSQL's epoch (2000-01-01) in Unix microseconds.
-constexpr int64_t kPostgresEpochUs = 946684800000000;
-// XLogData: 'w', dataStart, walEnd, sendTime.
-constexpr size_t kXLogDataHeader = 25;
-// Primary keepalive: 'k', walEnd, sendTime, replyRequested.
-constexpr size_t kKeepaliveLength = 18;
-// Standby status update: 'r', write, flush, apply, sendTime, replyRequested.
-constexpr size_t kStatusLength = 34;
 // A status update at least this often even when nothing moved (wal_receiver_status_interval).
 constexpr auto kStatusInterval = std::chrono::seconds(10);
 
-// Closes a libpq connection.
-struct ConnCloser {
-  void operator()(PGconn* c) const noexcept { PQfinish(c); }
-};
-// Frees a libpq result.
-struct ResultClearer {
-  void operator()(PGresult* r) const noexcept { PQclear(r); }
-};
-// Frees a libpq buffer.
-struct BufferFreer {
-  void operator()(char* p) const noexcept { PQfreemem(p); }
-};
-using Connection = std::unique_ptr<PGconn, ConnCloser>;
-using Result = std::unique_ptr<PGresult, ResultClearer>;
-using Buffer = std::unique_ptr<char, BufferFreer>;
+using pq::Connection;
+using pq::CopyBuffer;
+using pq::Result;
+using pq::conn_error;
+using pq::quote_literal;
 
-// Reads a big-endian u64 (the replication protocol's byte order).
-uint64_t be64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | p[i];
-  return v;
-}
-
-// Writes a big-endian u64.
-void put_be64(uint8_t* p, uint64_t v) {
-  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<uint8_t>(v);
-}
-
-// libpq's last error without its trailing newline.
-std::string conn_error(PGconn* c) {
-  std::string m = PQerrorMessage(c);
-  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
-  return m;
-}
-
-// A replication-grammar identifier in double quotes.
-std::string quote_ident(const std::string& s) {
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
-
-// A replication-grammar string literal in single quotes.
-std::string quote_literal(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
-  return q + "'";
-}
 
 // The live state of one primary session.
 class PrimarySession {
@@ -116,7 +66,7 @@ class PrimarySession {
     } else if (!config_.create_slot) {
       return "slot " + config_.slot + " does not exist (create_slot is off)";
     } else {
-      const std::string create = "CREATE_REPLICATION_SLOT " + quote_ident(config_.slot) +
+      const std::string create = "CREATE_REPLICATION_SLOT " + pq::quote_identifier(config_.slot) +
                                  " LOGICAL \"edgeshard\" NOEXPORT_SNAPSHOT";
       Result created(PQexec(conn_.get(), create.c_str()));
       if (PQresultStatus(created.get()) != PGRES_TUPLES_OK) {
@@ -137,7 +87,7 @@ class PrimarySession {
       end.fatal = true;
       return r.message;
     }
-    std::string cmd = "START_REPLICATION SLOT " + quote_ident(config_.slot) + " LOGICAL " +
+    std::string cmd = "START_REPLICATION SLOT " + pq::quote_identifier(config_.slot) + " LOGICAL " +
                       format_lsn(ingest_.position()) + " (\"compression\" " +
                       quote_literal(config_.compression) + ", \"frame_bytes\" " +
                       quote_literal(std::to_string(config_.frame_bytes));
@@ -164,7 +114,7 @@ class PrimarySession {
     while (!stop.load(std::memory_order_relaxed)) {
       char* raw = nullptr;
       const int n = PQgetCopyData(conn_.get(), &raw, /*async=*/1);
-      Buffer buf(raw);
+      CopyBuffer buf(raw);
       const Clock::time_point now = Clock::now();
       if (n > 0) {
         end.progressed = true;
@@ -211,12 +161,12 @@ class PrimarySession {
  private:
   // One CopyData message from the server.
   IngestResult handle(const uint8_t* msg, size_t n, Clock::time_point now) {
-    if (msg[0] == 'w' && n >= kXLogDataHeader) {
-      return ingest_.on_frame(std::span<const uint8_t>(msg + kXLogDataHeader, n - kXLogDataHeader), now);
+    if (msg[0] == 'w' && n >= pq::kXLogDataHeader) {
+      return ingest_.on_frame(std::span<const uint8_t>(msg + pq::kXLogDataHeader, n - pq::kXLogDataHeader), now);
     }
-    if (msg[0] == 'k' && n >= kKeepaliveLength) {
-      const uint64_t wal_end = be64(msg + 1);
-      const int64_t time_us = static_cast<int64_t>(be64(msg + 9)) + kPostgresEpochUs;
+    if (msg[0] == 'k' && n >= pq::kKeepaliveLength) {
+      const uint64_t wal_end = pq::read_be64(msg + 1);
+      const int64_t time_us = static_cast<int64_t>(pq::read_be64(msg + 9)) + pq::kPostgresEpochUs;
       IngestResult r = ingest_.on_position(wal_end, time_us, now);
       if (r.ok() && msg[17] != 0 && !send_status(false)) {
         return {IngestResult::kBadInput, "could not send a status update: " + conn_error(conn_.get())};
@@ -230,16 +180,9 @@ class PrimarySession {
   // Confirms the durable position (written = received, flushed = applied = durable).
   bool send_status(bool reply_requested) {
     const uint64_t durable = ingest_.position();
-    uint8_t m[kStatusLength];
-    m[0] = 'r';
-    put_be64(m + 1, std::max(durable, ingest_.stats().received_key.load()));
-    put_be64(m + 9, durable);
-    put_be64(m + 17, durable);
-    const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
-    put_be64(m + 25, static_cast<uint64_t>(now_us - kPostgresEpochUs));
-    m[33] = reply_requested ? 1 : 0;
+    uint8_t m[pq::kStatusUpdateLength];
+    pq::encode_status_update(m, std::max(durable, ingest_.stats().received_key.load()), durable,
+                             durable, reply_requested);
     if (PQputCopyData(conn_.get(), reinterpret_cast<const char*>(m), sizeof m) <= 0 || PQflush(conn_.get()) != 0) {
       return false;
     }
