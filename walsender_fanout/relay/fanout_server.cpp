@@ -328,6 +328,8 @@ struct FanoutServer::Impl {
   // Reads what the subscriber sent and handles each whole message.
   void on_readable(Subscriber& s) {
     uint8_t buf[64 << 10];
+    bool peer_closed = false;
+    std::string read_error;
     for (;;) {
       const ssize_t n = ::read(s.fd, buf, sizeof buf);
       if (n > 0) {
@@ -339,13 +341,13 @@ struct FanoutServer::Impl {
         continue;
       }
       if (n == 0) {
-        close_quietly(s, "peer closed the connection");
-        return;
+        peer_closed = true;  // handle what it sent last (a final ACK) first
+        break;
       }
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      close_quietly(s, std::strerror(errno));
-      return;
+      read_error = std::strerror(errno);
+      break;
     }
     size_t pos = 0;
     while (!s.dead && s.state != Subscriber::State::kClosing) {
@@ -362,6 +364,8 @@ struct FanoutServer::Impl {
       handle_message(s, m);
     }
     s.in.erase(s.in.begin(), s.in.begin() + static_cast<std::ptrdiff_t>(std::min(pos, s.in.size())));
+    if (peer_closed) close_quietly(s, "peer closed the connection");
+    if (!read_error.empty()) close_quietly(s, read_error);
   }
 
   // One message from a subscriber.
