@@ -44,6 +44,10 @@ constexpr int kMaxIov = 64;
 constexpr size_t kMaxInput = proto::kMaxSubscriberBody + proto::kMessageHeaderBytes;
 // Longest wait between loop passes (timeouts and keepalives are checked each pass).
 constexpr int kTickMs = 50;
+// Log records a catch-up subscriber may read per turn before the loop serves others.
+constexpr int kCatchupBudget = 2048;
+// Connections that have not sent their HELLO yet, at most (more are closed at once).
+constexpr size_t kMaxHandshakes = 256;
 // Publication samples kept for lag-in-seconds estimates.
 constexpr size_t kMaxSamples = 100000;
 // epoll tags of the two non-subscriber descriptors.
@@ -88,6 +92,9 @@ struct Subscriber : bi::list_base_hook<bi::link_mode<bi::auto_unlink>> {
   Clock::time_point last_progress;   // last write that made progress, or when data was queued
   Clock::time_point last_keepalive;
   Clock::time_point closing_since;
+  Clock::time_point last_input;      // last bytes received
+  bool write_closed = false;         // closing: ERROR sent and SHUT_WR done, waiting for EOF
+  bool ready = false;                // queued on the ready list (more to do after a yield)
   std::vector<uint8_t> in;
 
   std::string name;
@@ -103,6 +110,7 @@ struct Subscriber : bi::list_base_hook<bi::link_mode<bi::auto_unlink>> {
   uint64_t acked = 0;
   int64_t commit_time_us = 0;
   bool live = true;            // reading the shared window (else its own cursor)
+  bool reseek = false;         // the cursor was reopened: its first record must be next_ordinal
   FrameLog::Cursor cursor;
   FrameLog::Record record;
 
@@ -188,6 +196,9 @@ struct FanoutServer::Impl {
 
   std::unordered_map<int, std::unique_ptr<Subscriber>> subscribers;
   WaitList waiting;  // streaming, idle at the visible end: woken by the next publication
+  std::vector<int> ready;  // subscribers that yielded with more to do
+  Clock::time_point accept_paused_until{};  // out of descriptors: the listener rests
+  bool accept_paused = false;
 
   std::deque<FrameRef> window;  // shared recent records, ordinals window_first ..
   uint64_t window_first = 0;
@@ -200,7 +211,6 @@ struct FanoutServer::Impl {
   uint64_t connections_total = 0;
   uint64_t refused_total = 0;
   Clock::time_point last_board{};
-  Clock::time_point last_save{};
 
   // Sets up epoll with the listener and the publication queue.
   Impl(ServerOptions o, const FrameLog& l, Registry& r, PublicationQueue& q, const TokenStore& t,
@@ -238,7 +248,7 @@ struct FanoutServer::Impl {
   void run(const std::atomic<bool>& stop) {
     epoll_event events[256];
     while (!stop.load(std::memory_order_relaxed)) {
-      const int n = ::epoll_wait(epoll_fd, events, 256, kTickMs);
+      const int n = ::epoll_wait(epoll_fd, events, 256, ready.empty() ? kTickMs : 0);
       now = Clock::now();
       for (int i = 0; i < n; ++i) {
         const uint64_t tag = events[i].data.u64;
@@ -254,6 +264,7 @@ struct FanoutServer::Impl {
           if (!s.dead && (events[i].events & EPOLLOUT)) pump(s);
         }
       }
+      run_ready();
       housekeeping();
       sweep();
     }
@@ -262,28 +273,56 @@ struct FanoutServer::Impl {
       flush(*s);
     }
     update_board();
-    registry.save_if_dirty();
   }
 
-  // Accepts every pending connection.
+  // Accepts every pending connection; closes at once what exceeds the handshake cap, and rests
+  // the listener for a second when the process is out of descriptors.
   void accept_all() {
     for (;;) {
       const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          log(Level::kWarning, "accept_paused", {{"error", std::strerror(errno)}, {"for_ms", "1000"}});
+          ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, listen_fd, nullptr);
+          accept_paused = true;
+          accept_paused_until = now + std::chrono::seconds(1);
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
           log(Level::kWarning, "accept_failed", {{"error", std::strerror(errno)}});
         }
         return;
+      }
+      size_t handshaking = 0;
+      for (const auto& [other_fd, other] : subscribers) {
+        handshaking += other->state == Subscriber::State::kHandshake;
+      }
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLRDHUP;
+      ev.data.u64 = static_cast<uint64_t>(fd);
+      if (handshaking >= kMaxHandshakes || ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        ++refused_total;
+        ::close(fd);
+        continue;
       }
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto s = std::make_unique<Subscriber>();
       s->fd = fd;
       s->peer = peer_name(fd);
-      s->connected_at = s->last_progress = s->last_keepalive = now;
-      add_fd(fd, static_cast<uint64_t>(fd), EPOLLIN | EPOLLRDHUP);
+      s->connected_at = s->last_progress = s->last_keepalive = s->last_input = now;
       ++connections_total;
       subscribers.emplace(fd, std::move(s));
+    }
+  }
+
+  // Pumps the subscribers that yielded in the previous pass.
+  void run_ready() {
+    std::vector<int> fds;
+    fds.swap(ready);
+    for (int fd : fds) {
+      auto it = subscribers.find(fd);
+      if (it == subscribers.end()) continue;
+      it->second->ready = false;
+      pump(*it->second);
     }
   }
 
@@ -328,11 +367,23 @@ struct FanoutServer::Impl {
   // Reads what the subscriber sent and handles each whole message.
   void on_readable(Subscriber& s) {
     uint8_t buf[64 << 10];
+    if (s.state == Subscriber::State::kClosing) {
+      // Its ERROR is on the way: discard what it sends until it closes (closing before that
+      // would reset the connection and could destroy the ERROR).
+      for (;;) {
+        const ssize_t n = ::read(s.fd, buf, sizeof buf);
+        if (n > 0) continue;
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) s.dead = true;
+        return;
+      }
+    }
     bool peer_closed = false;
     std::string read_error;
     for (;;) {
       const ssize_t n = ::read(s.fd, buf, sizeof buf);
       if (n > 0) {
+        s.last_input = now;
         s.in.insert(s.in.end(), buf, buf + n);
         if (s.in.size() > 2 * kMaxInput) {
           fail(s, proto::kBadRequest, "too much input without a whole message");
@@ -451,7 +502,8 @@ struct FanoutServer::Impl {
                format_lsn(floor) + "); rebuild the replica, then start at a position taken before the copy");
       return;
     }
-    if (LogStatus st = frames.open_cursor(std::max(start, frames.oldest_lsn()), s.cursor); !st.ok()) {
+    // Not moved up to the oldest record: a start the log cannot show it holds is refused.
+    if (LogStatus st = frames.open_cursor(start, s.cursor); !st.ok()) {
       fail(s, st.error == LogError::kBehindRetention ? proto::kResyncRequired : proto::kLogCorrupt,
            st.message);
       return;
@@ -467,7 +519,8 @@ struct FanoutServer::Impl {
       if (!s.tenants_text.empty()) s.tenants_text += ',';
       s.tenants_text += t;
     }
-    registry.touch(s.name, start, unix_time_us() / 1000000);
+    // Its retention hold is where it starts now (lower than an earlier ack after a restore).
+    registry.restart(s.name, start, unix_time_us() / 1000000);
     s.state = Subscriber::State::kStreaming;
     OutItem welcome;
     proto::encode(proto::Welcome{proto::kVersion, start, visible_position, options.relay_name}, welcome.own);
@@ -553,22 +606,31 @@ struct FanoutServer::Impl {
     return many_tenants || s.all_tenants || s.tenants.contains(tenant);
   }
 
-  // Re-reads s from the log from its next record on (it fell behind the window).
+  // Re-reads s from the log from its next record on (it fell behind the window); resync when
+  // retention dropped records it has not been sent.
   bool start_catchup(Subscriber& s) {
-    if (LogStatus st = frames.open_cursor(std::max(s.last_key, frames.oldest_lsn()), s.cursor); !st.ok()) {
+    LogStatus st;
+    if (frames.oldest().records > s.next_ordinal) {
+      st = {LogError::kBehindRetention, "records the subscriber has not received yet were dropped by retention"};
+    } else {
+      st = frames.open_cursor(s.last_key, s.cursor);
+    }
+    if (!st.ok()) {
       fail(s, st.error == LogError::kBehindRetention ? proto::kResyncRequired : proto::kLogCorrupt, st.message);
       return false;
     }
     s.live = false;
+    s.reseek = true;
     return true;
   }
 
   // Outcome of produce().
-  enum class Produced { kQueued, kIdle, kFailed };
+  enum class Produced { kQueued, kIdle, kYield, kFailed };
 
   // Queues s's next wanted frame, if one is visible.
   Produced produce(Subscriber& s) {
-    for (;;) {
+    for (int budget = kCatchupBudget;; --budget) {
+      if (budget == 0) return Produced::kYield;
       if (s.live) {
         const bool behind = s.next_ordinal < window_first ||
                             (s.next_ordinal >= window_end() && s.next_ordinal < visible_end);
@@ -588,6 +650,10 @@ struct FanoutServer::Impl {
       }
       const LogStatus st = s.cursor.next(s.record);
       if (st.error == LogError::kEnd) {
+        if (s.reseek && s.cursor.position() > s.next_ordinal) {
+          fail(s, proto::kResyncRequired, "records the subscriber has not received yet were dropped by retention");
+          return Produced::kFailed;
+        }
         s.next_ordinal = std::max(s.next_ordinal, s.cursor.position());
         if (s.next_ordinal >= window_first) {
           s.live = true;
@@ -603,6 +669,11 @@ struct FanoutServer::Impl {
       }
       const uint64_t ordinal = s.cursor.position() - 1;
       if (ordinal < s.next_ordinal) continue;  // re-read after falling behind: already considered
+      if (s.reseek && ordinal > s.next_ordinal) {
+        fail(s, proto::kResyncRequired, "records the subscriber has not received yet were dropped by retention");
+        return Produced::kFailed;
+      }
+      s.reseek = false;
       if (ordinal >= window_first && ordinal < window_end()) {
         // Caught up with the shared window: take this record from there.
         s.next_ordinal = ordinal;
@@ -686,26 +757,37 @@ struct FanoutServer::Impl {
   void pump(Subscriber& s) {
     if (s.dead) return;
     if (s.state == Subscriber::State::kClosing) {
-      if (flush(s) == Flushed::kDone && !s.dead) {
+      if (!s.write_closed && flush(s) == Flushed::kDone && !s.dead) {
         ::shutdown(s.fd, SHUT_WR);
-        s.dead = true;
+        s.write_closed = true;  // dead at its EOF, or after the closing grace period
       }
       return;
     }
     if (s.state != Subscriber::State::kStreaming) return;
     for (;;) {
       bool idle = false;
+      bool yielded = false;
       while (s.out_bytes < kFillBytes) {
         const Produced p = produce(s);
         if (p == Produced::kFailed) return;
-        if (p == Produced::kIdle) {
-          idle = true;
+        if (p == Produced::kIdle || p == Produced::kYield) {
+          idle = p == Produced::kIdle;
+          yielded = p == Produced::kYield;
+          // Its position moved over frames it did not want: tell it.
           if (s.sent > s.keepalive_sent) queue_keepalive(s, false);
           break;
         }
       }
       const Flushed f = flush(s);
       if (f != Flushed::kDone) return;
+      if (yielded) {
+        // A long stretch of the log without a frame for it: let the others have a turn.
+        if (!s.ready) {
+          s.ready = true;
+          ready.push_back(s.fd);
+        }
+        return;
+      }
       if (idle) {
         if (!s.is_linked()) waiting.push_back(s);
         return;
@@ -731,6 +813,9 @@ struct FanoutServer::Impl {
           if (!s.out.empty() && now - s.last_progress > options.send_timeout) {
             fail(s, proto::kSendTimeout, "the subscriber read nothing for " +
                                              std::to_string(options.send_timeout.count()) + " ms");
+          } else if (now - s.last_input > options.receive_timeout) {
+            fail(s, proto::kReceiveTimeout, "no message (ACK) from the subscriber for " +
+                                                std::to_string(options.receive_timeout.count()) + " ms");
           } else if (s.out.empty() && now - s.last_keepalive >= options.keepalive_interval) {
             queue_keepalive(s, true);
             pump(s);
@@ -738,17 +823,16 @@ struct FanoutServer::Impl {
           break;
       }
     }
+    if (accept_paused && now >= accept_paused_until) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = kListenTag;
+      accept_paused = ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, listen_fd, &ev) != 0;
+      if (accept_paused) accept_paused_until = now + std::chrono::seconds(1);
+    }
     if (now - last_board >= std::chrono::milliseconds(250)) {
       update_board();
       last_board = now;
-    }
-    if (now - last_save >= std::chrono::seconds(1)) {
-      try {
-        registry.save_if_dirty();
-      } catch (const StateError& e) {
-        log(Level::kError, "state_save_failed", {{"error", e.what()}});
-      }
-      last_save = now;
     }
   }
 

@@ -27,6 +27,7 @@ struct ServerOptions {
   std::string relay_name = "relay";
   std::chrono::milliseconds keepalive_interval{1000};
   std::chrono::milliseconds send_timeout{60000};
+  std::chrono::milliseconds receive_timeout{60000};
   std::chrono::milliseconds handshake_timeout{10000};
   uint64_t window_bytes = 64u << 20;
   size_t max_subscribers = 1000;

@@ -75,6 +75,13 @@ IngestResult Ingest::recover() {
   stats_.received_key = position_;
   stats_.commit_time_us = last_commit_time_;
   if (found) {
+    // relay.state may be older than the log (or lost): the log itself holds everything from its
+    // oldest record on, and nothing below it.
+    try {
+      registry_.raise_floor(log_.oldest_lsn());
+    } catch (const StateError& e) {
+      return {IngestResult::kLogFailed, e.what()};
+    }
     queue_.push({{}, keep.records, position_, last_commit_time_, candidate_time_});
   }
   candidate_time_ = 0;
@@ -239,8 +246,9 @@ IngestResult Ingest::apply_retention(uint64_t acked, uint64_t min_bytes, uint64_
   uint64_t total = 0;
   for (const auto& s : segments) total += s.bytes;
   size_t drop = 0;
-  // Never the active (last) segment.
-  while (drop + 1 < segments.size()) {
+  // Never the active (last) segment, nor one holding records at or past the visible position
+  // (the last marker, and what is not durable yet).
+  while (drop + 1 < segments.size() && segments[drop + 1].base_lsn <= position_) {
     const bool over_max = total > max_bytes;
     const bool acked_away = total > min_bytes && segments[drop + 1].base_lsn <= target;
     if (!over_max && !acked_away) break;

@@ -5,8 +5,8 @@
 // (a KEEPALIVE frame at the boundary's position), fsyncs the log, and publishes the new records to
 // the subscribers. So the log's durable end is always a marker, that marker's key is what is
 // confirmed upstream, and subscribers only ever see whole transactions. Network-free: the upstream
-// adapters feed it, GoogleTests drive it directly. Used by the upstream thread only, except the
-// atomics of stats() and position().
+// adapters feed it, GoogleTests drive it directly. Used by the upstream thread only (other
+// threads read stats(), whose position mirrors position()).
 #pragma once
 
 #include "common/no_postgres.hpp"
@@ -95,6 +95,8 @@ class Ingest {
   // log is above min_bytes, and the oldest segments beyond max_bytes; raises the floor first.
   IngestResult apply_retention(uint64_t acked, uint64_t min_bytes, uint64_t max_bytes);
 
+  // Whether the log holds no record yet (a new relay).
+  bool log_empty() const { return log_.written().records == 0; }
   // The durable, visible position (what may be confirmed upstream).
   uint64_t position() const noexcept { return position_; }
   // Counters.

@@ -138,5 +138,6 @@ inline constexpr std::string_view kTooManySubscribers = "too_many_subscribers";
 inline constexpr std::string_view kShuttingDown = "shutting_down";
 inline constexpr std::string_view kLogCorrupt = "log_corrupt";
 inline constexpr std::string_view kSendTimeout = "send_timeout";
+inline constexpr std::string_view kReceiveTimeout = "receive_timeout";
 
 }  // namespace edgeshard::relay::proto

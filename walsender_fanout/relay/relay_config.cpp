@@ -108,6 +108,12 @@ const std::vector<Setting>& settings() {
               &RelayConfig::send_timeout_ms),
       integer("handshake_timeout_ms", "ms", "disconnect a connection that sends no HELLO for this long",
               &RelayConfig::handshake_timeout_ms),
+      integer("receive_timeout_ms", "ms",
+              "disconnect a subscriber that sends nothing (no ACK) for this long",
+              &RelayConfig::receive_timeout_ms),
+      integer("upstream_timeout_ms", "ms",
+              "reconnect when upstream sends nothing for this long (asked for a reply at half)",
+              &RelayConfig::upstream_timeout_ms),
       integer("segment_bytes", "bytes", "frame log segment size", &RelayConfig::segment_bytes),
       integer("retention_min_bytes", "bytes",
               "keep at least this much log even when every subscriber has acked it",
@@ -211,9 +217,9 @@ void validate(const RelayConfig& c) {
     throw ConfigError("no subscriber can authenticate: set token or tokens_file");
   }
   if (c.sync_interval_ms < 0 || c.keepalive_interval_ms < 10 || c.send_timeout_ms < 100 ||
-      c.handshake_timeout_ms < 100) {
+      c.handshake_timeout_ms < 100 || c.receive_timeout_ms < 100 || c.upstream_timeout_ms < 100) {
     throw ConfigError(
-        "sync_interval_ms >= 0, keepalive_interval_ms >= 10, send_timeout_ms and handshake_timeout_ms >= 100");
+        "sync_interval_ms >= 0, keepalive_interval_ms >= 10, and every *_timeout_ms >= 100");
   }
   if (c.segment_bytes < 4096) throw ConfigError("segment_bytes must be at least 4kB");
   if (c.retention_max_bytes < 2 * c.segment_bytes || c.retention_min_bytes > c.retention_max_bytes) {

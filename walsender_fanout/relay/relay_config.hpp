@@ -38,6 +38,8 @@ struct RelayConfig {
   int64_t keepalive_interval_ms = 1000;
   int64_t send_timeout_ms = 60000;
   int64_t handshake_timeout_ms = 10000;
+  int64_t receive_timeout_ms = 60000;
+  int64_t upstream_timeout_ms = 60000;
   int64_t segment_bytes = int64_t{64} << 20;
   int64_t retention_min_bytes = int64_t{256} << 20;
   int64_t retention_max_bytes = int64_t{8} << 30;

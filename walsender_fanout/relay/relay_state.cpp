@@ -40,6 +40,7 @@ bool write_all(int fd, const std::string& data) {
 std::string encode_state(const RelayState& state) {
   std::string out = kHeaderLine;
   out += "\nfloor " + format_lsn(state.floor) + "\n";
+  if (!state.upstream.empty()) out += "upstream " + state.upstream + "\n";
   for (const auto& [name, rec] : state.subscribers) {
     out += "subscriber " + name + " " + format_lsn(rec.acked) + " " +
            std::to_string(rec.last_seen_unix) + "\n";
@@ -68,6 +69,10 @@ RelayState decode_state(const std::string& text) {
     std::string kind, a, b, c;
     fields >> kind >> a;
     if (kind == "floor" && parse_lsn(a, state.floor)) continue;
+    if (kind == "upstream" && !a.empty()) {
+      state.upstream = a;
+      continue;
+    }
     if (kind == "subscriber" && (fields >> b >> c)) {
       SubscriberRecord rec;
       if (parse_lsn(b, rec.acked)) {
@@ -100,10 +105,37 @@ uint64_t Registry::floor() const {
 }
 
 void Registry::raise_floor(uint64_t floor) {
+  std::lock_guard save(save_mutex_);
+  RelayState copy;
+  {
+    std::lock_guard lock(mutex_);
+    if (floor <= state_.floor) return;
+    state_.floor = floor;
+    copy = state_;
+    dirty_ = false;
+  }
+  write_file(copy);
+}
+
+bool Registry::bind_upstream(const std::string& identity, std::string& recorded) {
+  std::lock_guard save(save_mutex_);
+  RelayState copy;
+  {
+    std::lock_guard lock(mutex_);
+    recorded = state_.upstream.empty() ? identity : state_.upstream;
+    if (!state_.upstream.empty()) return recorded == identity;
+    state_.upstream = identity;
+    copy = state_;
+    dirty_ = false;
+  }
+  write_file(copy);
+  return true;
+}
+
+void Registry::restart(const std::string& name, uint64_t start, int64_t now_unix) {
   std::lock_guard lock(mutex_);
-  if (floor <= state_.floor) return;
-  state_.floor = floor;
-  save_locked();
+  state_.subscribers[name] = {start, now_unix};
+  dirty_ = true;
 }
 
 void Registry::touch(const std::string& name, uint64_t acked, int64_t now_unix) {
@@ -136,12 +168,26 @@ uint64_t Registry::min_acked() const {
 }
 
 void Registry::save_if_dirty() {
-  std::lock_guard lock(mutex_);
-  if (dirty_) save_locked();
+  std::lock_guard save(save_mutex_);
+  RelayState copy;
+  {
+    // Copied under the lock, written outside it: acks never wait for an fsync.
+    std::lock_guard lock(mutex_);
+    if (!dirty_) return;
+    copy = state_;
+    dirty_ = false;
+  }
+  try {
+    write_file(copy);
+  } catch (...) {
+    std::lock_guard lock(mutex_);
+    dirty_ = true;
+    throw;
+  }
 }
 
-void Registry::save_locked() {
-  const std::string text = encode_state(state_);
+void Registry::write_file(const RelayState& state) {
+  const std::string text = encode_state(state);
   const std::filesystem::path tmp = path_.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw StateError("could not create \"" + tmp.string() + "\": " + errno_text());
@@ -159,7 +205,6 @@ void Registry::save_locked() {
     throw StateError("could not fsync the directory of \"" + path_.string() + "\": " + dwhy);
   }
   ::close(dfd);
-  dirty_ = false;
 }
 
 }  // namespace edgeshard::relay

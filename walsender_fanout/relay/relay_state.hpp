@@ -31,6 +31,7 @@ struct SubscriberRecord {
 // The persisted state.
 struct RelayState {
   uint64_t floor = 0;  // 0: nothing received yet
+  std::string upstream;  // "<system identifier>/<slot>" of the primary the log comes from
   std::map<std::string, SubscriberRecord> subscribers;
 };
 
@@ -51,7 +52,14 @@ class Registry {
   uint64_t floor() const;
   // Raises the floor and saves at once (before the log drops what was below it); throws StateError.
   void raise_floor(uint64_t floor);
-  // Records a connection or an ack (acked only grows); saved by the next save_if_dirty().
+  // Binds the log to its upstream at the first connection, and afterwards checks that it is
+  // still the same one: false (with the recorded identity in recorded) on a mismatch. Saves at
+  // once when it records; throws StateError.
+  bool bind_upstream(const std::string& identity, std::string& recorded);
+  // Registers a (re)connection starting at start: its acked position becomes start, even if
+  // lower than before (a subscriber restored from an older copy needs that history kept).
+  void restart(const std::string& name, uint64_t start, int64_t now_unix);
+  // Records an ack (acked only grows); saved by the next save_if_dirty().
   void touch(const std::string& name, uint64_t acked, int64_t now_unix);
   // The registered position of name; false when unknown.
   bool acked(const std::string& name, uint64_t& out) const;
@@ -63,11 +71,12 @@ class Registry {
   void save_if_dirty();
 
  private:
-  // Writes the file; the caller holds mutex_.
-  void save_locked();
+  // Writes state to the file (one writer at a time: save_mutex_); throws StateError.
+  void write_file(const RelayState& state);
 
   std::filesystem::path path_;
   mutable std::mutex mutex_;
+  std::mutex save_mutex_;  // serialises file writes, taken before mutex_ when both are
   RelayState state_;
   bool dirty_ = false;
 };

@@ -65,8 +65,11 @@ void run_status_reporter(const std::string& conninfo, const std::string& relay_n
     next = std::chrono::steady_clock::now() + interval;
     std::string error;
     if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
-      const char* const keywords[] = {"dbname", "fallback_application_name", nullptr};
-      const char* const values[] = {conninfo.c_str(), "edgeshard-relay status", nullptr};
+      // Reports go to the primary; a hung server must not hold the reporter (or shutdown).
+      const char* const keywords[] = {"target_session_attrs", "connect_timeout", "options", "dbname",
+                                      "fallback_application_name", nullptr};
+      const char* const values[] = {"read-write", "10", "-c statement_timeout=5000", conninfo.c_str(),
+                                    "edgeshard-relay status", nullptr};
       conn.reset(PQconnectdbParams(keywords, values, 1));
       if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
         error = conn ? PQerrorMessage(conn.get()) : "out of memory";

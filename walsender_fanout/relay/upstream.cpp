@@ -36,10 +36,21 @@ bool Upstream::run(const std::atomic<bool>& stop) {
         {{"reason", end.reason}, {"retry_in_ms", std::to_string(wait_ms)}});
     for (int64_t waited = 0; waited < wait_ms && !stop.load(); waited += 20) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (waited % 1000 == 0) save_registry();
     }
     delay_ms = std::min(delay_ms * 2, config_.reconnect_max_ms);
   }
+  save_registry();
   return true;
+}
+
+void Upstream::save_registry() {
+  // Acks are saved here, off the server's event loop (the file is fsynced).
+  try {
+    registry_.save_if_dirty();
+  } catch (const StateError& e) {
+    log(Level::kError, "state_save_failed", {{"error", e.what()}});
+  }
 }
 
 IngestResult Upstream::housekeeping(Clock::time_point now) {
@@ -49,6 +60,7 @@ IngestResult Upstream::housekeeping(Clock::time_point now) {
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
   registry_.expire(now_unix - config_.subscriber_expiry_s);
+  save_registry();
   return ingest_.apply_retention(registry_.min_acked(),
                                  static_cast<uint64_t>(config_.retention_min_bytes),
                                  static_cast<uint64_t>(config_.retention_max_bytes));

@@ -47,7 +47,9 @@ class Upstream {
   SessionEnd run_primary(const std::atomic<bool>& stop);
   // One session with a parent relay (upstream_relay.cpp).
   SessionEnd run_parent(const std::atomic<bool>& stop);
-  // Retention and registry expiry, at most once a second.
+  // Writes relay.state when acks changed (logs a failure).
+  void save_registry();
+  // Retention, registry expiry and saving, at most once a second.
   IngestResult housekeeping(Clock::time_point now);
 
   const RelayConfig& config_;

@@ -33,19 +33,39 @@ using pq::quote_literal;
 class PrimarySession {
  public:
   // Binds the session to the relay's parts.
-  PrimarySession(const RelayConfig& config, Ingest& ingest, UpstreamStats& stats)
-      : config_(config), ingest_(ingest), stats_(stats) {}
+  PrimarySession(const RelayConfig& config, Ingest& ingest, Registry& registry, UpstreamStats& stats)
+      : config_(config), ingest_(ingest), registry_(registry), stats_(stats) {}
 
   // Connects, prepares the slot and starts replication; an empty string when streaming.
   std::string start(SessionEnd& end) {
-    const char* const keywords[] = {"target_session_attrs", "dbname", "replication",
-                                    "fallback_application_name", nullptr};
+    // Defaults first (the conninfo in dbname overrides them): a dead host or a silent network
+    // is noticed in seconds, not after TCP's two hours.
+    const char* const keywords[] = {"target_session_attrs", "connect_timeout", "keepalives_idle",
+                                    "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                                    "dbname", "replication", "fallback_application_name", nullptr};
     const std::string app = "edgeshard-relay " + config_.name;
-    const char* const values[] = {"read-write", config_.upstream.c_str(), "database", app.c_str(),
-                                  nullptr};
+    const char* const values[] = {"read-write", "10", "10", "5", "3", "30000",
+                                  config_.upstream.c_str(), "database", app.c_str(), nullptr};
     conn_.reset(PQconnectdbParams(keywords, values, /*expand_dbname=*/1));
     if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK) {
       return "could not connect: " + (conn_ ? conn_error(conn_.get()) : std::string("out of memory"));
+    }
+    // The log belongs to one primary (system identifier) and slot: refuse to mix another in.
+    Result ident(PQexec(conn_.get(), "IDENTIFY_SYSTEM"));
+    if (PQresultStatus(ident.get()) != PGRES_TUPLES_OK || PQntuples(ident.get()) != 1) {
+      return "IDENTIFY_SYSTEM failed: " + conn_error(conn_.get());
+    }
+    const std::string identity = std::string(PQgetvalue(ident.get(), 0, 0)) + "/" + config_.slot;
+    std::string recorded;
+    try {
+      if (!registry_.bind_upstream(identity, recorded)) {
+        end.fatal = true;
+        return "data_dir holds the log of primary/slot " + recorded + ", not " + identity +
+               ": point the relay at that primary, or use another data_dir";
+      }
+    } catch (const StateError& e) {
+      end.fatal = true;
+      return e.what();
     }
     // The slot: its plugin must be ours; its confirmed position is where a new log begins.
     const std::string q =
@@ -63,6 +83,13 @@ class PrimarySession {
                ", not edgeshard";
       }
       if (!parse_lsn(PQgetvalue(res.get(), 0, 1), slot_start)) slot_start = 0;
+    } else if (!ingest_.log_empty()) {
+      // PostgreSQL 15 slots do not survive a promotion: a missing slot under an existing log
+      // means a failover (or a dropped slot), and the transactions in between are lost to it.
+      end.fatal = true;
+      return "slot " + config_.slot + " does not exist on this primary, but data_dir holds a log up to " +
+             format_lsn(ingest_.position()) + " (after a failover the slot is gone): move data_dir "
+             "away to start a new log; its subscribers will have to resync";
     } else if (!config_.create_slot) {
       return "slot " + config_.slot + " does not exist (create_slot is off)";
     } else {
@@ -75,7 +102,7 @@ class PrimarySession {
       parse_lsn(PQgetvalue(created.get(), 0, 1), slot_start);
       log(Level::kInfo, "slot_created", {{"slot", config_.slot}, {"consistent_point", format_lsn(slot_start)}});
     }
-    if (ingest_.position() != 0 && slot_start > ingest_.position()) {
+    if (!ingest_.log_empty() && slot_start > ingest_.position()) {
       // Someone else consumed the slot past this log: the transactions in between are gone.
       end.fatal = true;
       return "slot " + config_.slot + " is confirmed up to " + format_lsn(slot_start) +
@@ -110,6 +137,8 @@ class PrimarySession {
   std::string stream(const std::atomic<bool>& stop, SessionEnd& end,
                      const std::function<IngestResult(Clock::time_point)>& housekeeping) {
     Clock::time_point last_request{};
+    Clock::time_point last_message = Clock::now();
+    const auto timeout = std::chrono::milliseconds(config_.upstream_timeout_ms);
     int burst = 0;
     while (!stop.load(std::memory_order_relaxed)) {
       char* raw = nullptr;
@@ -118,6 +147,7 @@ class PrimarySession {
       const Clock::time_point now = Clock::now();
       if (n > 0) {
         end.progressed = true;
+        last_message = now;
         IngestResult r = handle(reinterpret_cast<const uint8_t*>(buf.get()), static_cast<size_t>(n), now);
         if (!r.ok()) {
           end.fatal = r.kind == IngestResult::kLogFailed;
@@ -131,7 +161,9 @@ class PrimarySession {
         if (PQconsumeInput(conn_.get()) == 0) return "connection lost: " + conn_error(conn_.get());
       } else if (n == -1) {
         Result res(PQgetResult(conn_.get()));
-        return "the server ended the stream: " + conn_error(conn_.get());
+        std::string why = res ? PQresultErrorMessage(res.get()) : "";
+        while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+        return "the server ended the stream" + (why.empty() ? std::string(" (shutdown)") : ": " + why);
       } else {
         return "connection lost: " + conn_error(conn_.get());
       }
@@ -144,7 +176,13 @@ class PrimarySession {
         end.fatal = true;
         return r.message;
       }
-      const bool ask = ingest_.wants_position(now) && now - last_request >= std::chrono::milliseconds(config_.sync_interval_ms);
+      if (now - last_message > timeout) {
+        return "no message from the server for " + std::to_string(config_.upstream_timeout_ms) + " ms";
+      }
+      // Silence for half the timeout: ask the server for a keepalive (it answers a request).
+      const bool probe = now - last_message > timeout / 2 && now - last_request > timeout / 4;
+      const bool ask = probe || (ingest_.wants_position(now) &&
+                                 now - last_request >= std::chrono::milliseconds(config_.sync_interval_ms));
       if (ask) last_request = now;
       if ((ask || ingest_.position() != confirmed_ || now - last_status_ >= kStatusInterval) &&
           !send_status(ask)) {
@@ -194,6 +232,7 @@ class PrimarySession {
 
   const RelayConfig& config_;
   Ingest& ingest_;
+  Registry& registry_;
   UpstreamStats& stats_;
   Connection conn_;
   uint64_t confirmed_ = 0;
@@ -204,7 +243,7 @@ class PrimarySession {
 
 SessionEnd Upstream::run_primary(const std::atomic<bool>& stop) {
   SessionEnd end;
-  PrimarySession session(config_, ingest_, stats_);
+  PrimarySession session(config_, ingest_, registry_, stats_);
   end.reason = session.start(end);
   if (!end.reason.empty()) return end;
   end.reason = session.stream(stop, end, [this](Clock::time_point now) { return housekeeping(now); });

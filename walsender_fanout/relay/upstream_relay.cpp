@@ -44,6 +44,11 @@ SessionEnd Upstream::run_parent(const std::atomic<bool>& stop) {
     end.reason = st.relay_code.empty() ? st.message : st.relay_code + ": " + st.message;
     return end;
   }
+  if (!ingest_.log_empty() && client.welcome().start != ingest_.position()) {
+    end.reason = "parent relay " + client.peer() + " starts at " + format_lsn(client.welcome().start) +
+                 ", not at this relay's position " + format_lsn(ingest_.position());
+    return end;
+  }
   if (IngestResult r = ingest_.begin_stream(client.welcome().start, Clock::now()); !r.ok()) {
     end.fatal = true;
     end.reason = r.message;
@@ -55,6 +60,8 @@ SessionEnd Upstream::run_parent(const std::atomic<bool>& stop) {
        {"parent_name", client.welcome().relay_name}});
   uint64_t acked = 0;
   Clock::time_point last_ack{};
+  Clock::time_point last_message = Clock::now();
+  const auto timeout = std::chrono::milliseconds(config_.upstream_timeout_ms);
   const int wait_ms = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(config_.sync_interval_ms, 100)));
   while (!stop.load(std::memory_order_relaxed)) {
     Incoming in;
@@ -62,6 +69,12 @@ SessionEnd Upstream::run_parent(const std::atomic<bool>& stop) {
     const Clock::time_point now = Clock::now();
     IngestResult r;
     bool reply = false;
+    if (st.ok()) last_message = now;
+    if (now - last_message > timeout) {
+      end.reason = "no message from parent relay " + client.peer() + " for " +
+                   std::to_string(config_.upstream_timeout_ms) + " ms";
+      return end;
+    }
     if (st.ok() && in.type == proto::Type::kFrame) {
       end.progressed = true;
       r = ingest_.on_frame(in.frame, now);

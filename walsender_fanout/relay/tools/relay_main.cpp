@@ -84,6 +84,7 @@ int run_relay(const RelayConfig& config) {
   server_options.keepalive_interval = std::chrono::milliseconds(config.keepalive_interval_ms);
   server_options.send_timeout = std::chrono::milliseconds(config.send_timeout_ms);
   server_options.handshake_timeout = std::chrono::milliseconds(config.handshake_timeout_ms);
+  server_options.receive_timeout = std::chrono::milliseconds(config.receive_timeout_ms);
   server_options.window_bytes = static_cast<uint64_t>(config.window_bytes);
   server_options.max_subscribers = static_cast<size_t>(config.max_subscribers);
   StatusBoard board;
