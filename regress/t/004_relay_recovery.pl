@@ -115,10 +115,12 @@ sub read_position
 my $sub = start_crash_run();
 my $from_a = flush_lsn();
 my $wl_out = '';
-my $wl = start_workload(1, 3000, 0.002, \$wl_out);
+# scripts/test --long (ES_LONG): four times the workload and twelve kills.
+my $long = $ENV{ES_LONG} ? 1 : 0;
+my $wl = start_workload(1, $long ? 12000 : 3000, 0.002, \$wl_out);
 
-# RELAY_TEST_KILLS (default 3) sets the number of kills, for stress runs.
-my $kills = $ENV{RELAY_TEST_KILLS} // 3;
+# RELAY_TEST_KILLS (default 3, 12 with ES_LONG) sets the number of kills, for stress runs.
+my $kills = $ENV{RELAY_TEST_KILLS} // ($long ? 12 : 3);
 for my $kill (1 .. $kills)
 {
 	if ($kill == 1)
