@@ -1,0 +1,115 @@
+// The manifest round-trips, refuses damage, is replaced atomically; the head file's generation is
+// seen by a reader mapping it.
+#include "edge_apply/manifest.hpp"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <fstream>
+
+namespace edgeshard::apply {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A temporary directory.
+struct TempDir {
+  fs::path path;
+  // Creates it.
+  TempDir() {
+    std::string tmpl = (fs::path(testing::TempDir()) / "manifest_XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path = tmpl;
+  }
+  // Removes it.
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// A manifest with two shards and three files.
+Manifest sample() {
+  Manifest m;
+  m.generation = 42;
+  m.tenant = "acme";
+  m.published = true;
+  m.shards = {{"s1", 0x16B3748, 1700000000000000, 0x16B4000, 1700000000500000}, {"s2", 0x200, 0, 0x200, 0}};
+  m.files = {{FileKind::kBase, "base-0000000000000007.esr", 1000, 65536},
+             {FileKind::kDelta, "delta-0000000000000008.esr", 3, 512},
+             {FileKind::kDelta, "delta-0000000000000009.esr", 1, 300}};
+  return m;
+}
+
+TEST(Manifest, RoundTripsAndRefusesEveryFlippedBit) {
+  const Manifest m = sample();
+  const std::string text = encode_manifest(m);
+  Manifest back;
+  std::string why;
+  ASSERT_TRUE(decode_manifest(text, back, why)) << why;
+  EXPECT_EQ(back.generation, 42u);
+  EXPECT_EQ(back.tenant, "acme");
+  EXPECT_TRUE(back.published);
+  ASSERT_EQ(back.shards.size(), 2u);
+  EXPECT_EQ(back.shards[0].applied, 0x16B3748u);
+  EXPECT_EQ(back.shards[0].upstream_time_us, 1700000000500000);
+  ASSERT_EQ(back.files.size(), 3u);
+  EXPECT_EQ(back.files[0].kind, FileKind::kBase);
+  EXPECT_EQ(back.files[2].name, "delta-0000000000000009.esr");
+  for (size_t i = 0; i < text.size(); ++i) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string bad = text;
+      bad[i] = static_cast<char>(bad[i] ^ (1 << bit));
+      EXPECT_FALSE(decode_manifest(bad, back, why)) << "byte " << i << " bit " << bit;
+    }
+  }
+  for (size_t n = 0; n < text.size(); ++n) {
+    EXPECT_FALSE(decode_manifest(text.substr(0, n), back, why)) << "truncated to " << n;
+  }
+}
+
+TEST(Manifest, IsReplacedAtomically) {
+  TempDir dir;
+  Manifest m = sample();
+  std::string why;
+  Manifest back;
+  EXPECT_FALSE(read_manifest(dir.path, back, why));
+  ASSERT_TRUE(write_manifest(dir.path, m, why)) << why;
+  m.generation = 43;
+  m.files.pop_back();
+  ASSERT_TRUE(write_manifest(dir.path, m, why)) << why;
+  ASSERT_TRUE(read_manifest(dir.path, back, why)) << why;
+  EXPECT_EQ(back.generation, 43u);
+  EXPECT_EQ(back.files.size(), 2u);
+  EXPECT_FALSE(fs::exists(dir.path / "manifest.tmp"));
+  // A damaged manifest is refused with its path.
+  std::ofstream(dir.path / "manifest", std::ios::app) << "x";
+  EXPECT_FALSE(read_manifest(dir.path, back, why));
+  EXPECT_NE(why.find("checksum"), std::string::npos) << why;
+}
+
+TEST(Head, ReadersSeeThePublishedGeneration) {
+  TempDir dir;
+  std::string why;
+  HeadReader early;
+  EXPECT_FALSE(early.open(dir.path, why));
+  HeadWriter w;
+  ASSERT_TRUE(w.open(dir.path, why)) << why;
+  HeadReader r;
+  ASSERT_TRUE(r.open(dir.path, why)) << why;
+  EXPECT_EQ(r.generation(), 0u);
+  w.publish(7);
+  EXPECT_EQ(r.generation(), 7u);
+  // Another writer (a restarted daemon) keeps the file and its generation.
+  HeadWriter w2;
+  ASSERT_TRUE(w2.open(dir.path, why)) << why;
+  EXPECT_EQ(r.generation(), 7u);
+  w2.publish(8);
+  EXPECT_EQ(r.generation(), 8u);
+  std::ofstream(dir.path / "head", std::ios::trunc);  // truncated by someone
+  HeadReader damaged;
+  EXPECT_FALSE(damaged.open(dir.path, why));
+}
+
+}  // namespace
+}  // namespace edgeshard::apply
