@@ -217,6 +217,14 @@ HeadReader::~HeadReader() {
   if (map_ != nullptr) ::munmap(const_cast<void*>(map_), kHeadBytes);
 }
 
+HeadReader& HeadReader::operator=(HeadReader&& other) noexcept {
+  if (this != &other) {
+    if (map_ != nullptr) ::munmap(const_cast<void*>(map_), kHeadBytes);
+    map_ = std::exchange(other.map_, nullptr);
+  }
+  return *this;
+}
+
 bool HeadReader::open(const std::filesystem::path& dir, std::string& why) {
   const std::filesystem::path path = dir / "head";
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace edgeshard::apply {
@@ -86,6 +87,10 @@ class HeadReader {
   ~HeadReader();
   HeadReader(const HeadReader&) = delete;
   HeadReader& operator=(const HeadReader&) = delete;
+  // Takes other's mapping.
+  HeadReader(HeadReader&& other) noexcept : map_(std::exchange(other.map_, nullptr)) {}
+  // Takes other's mapping, releasing this one's.
+  HeadReader& operator=(HeadReader&& other) noexcept;
 
   // Maps dir/head read-only; false with why when it is missing or not a head file.
   bool open(const std::filesystem::path& dir, std::string& why);

@@ -1,0 +1,257 @@
+// TenantReplica: snapshots of manifest + mapped files, merged lookups and scans, wait_for.
+#include "edge_apply/tenant_replica.hpp"
+
+#include "common/lsn.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <thread>
+#include <unordered_map>
+
+namespace edgeshard::apply {
+
+// The files of one manifest, mapped, and the tables they hold.
+struct TenantReplica::Snapshot {
+  Manifest manifest;
+  std::vector<replica::ReplicaFile> files;  // manifest order: base first, newest delta last
+  std::vector<TableView> tables;
+};
+
+namespace {
+
+// A failure of a replica file as a ReplicaStatus.
+ReplicaStatus file_failure(const replica::Status& st, const std::string& path) {
+  return {st.code == replica::Code::kIo ? ReplicaStatus::kIo : ReplicaStatus::kCorrupt,
+          replica::describe(st, path)};
+}
+
+}  // namespace
+
+std::string escape_tenant(std::string_view tenant) {
+  std::string out;
+  for (unsigned char c : tenant) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+        c == '-' || (c == '.' && !out.empty())) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[4];
+      std::snprintf(hex, sizeof hex, "%%%02X", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
+std::filesystem::path tenant_dir(const std::filesystem::path& data_dir, std::string_view tenant) {
+  return data_dir / "tenants" / escape_tenant(tenant);
+}
+
+TenantReplica::TenantReplica() = default;
+TenantReplica::~TenantReplica() = default;
+TenantReplica::TenantReplica(TenantReplica&&) noexcept = default;
+TenantReplica& TenantReplica::operator=(TenantReplica&&) noexcept = default;
+
+ReplicaStatus TenantReplica::open(const std::filesystem::path& data_dir, std::string_view tenant) {
+  dir_ = tenant_dir(data_dir, tenant);
+  std::string why;
+  if (!head_.open(dir_, why)) {
+    return {ReplicaStatus::kNotPublished, "tenant " + std::string(tenant) + " has no replica here (" + why + ")"};
+  }
+  generation_ = head_.generation();
+  std::shared_ptr<const Snapshot> snap;
+  if (ReplicaStatus st = load(snap); !st.ok()) return st;
+  snapshot_ = std::move(snap);
+  return {};
+}
+
+ReplicaStatus TenantReplica::load(std::shared_ptr<const Snapshot>& out) const {
+  auto snap = std::make_shared<Snapshot>();
+  std::string why;
+  // The manifest names files that a later compaction may remove: a reader that loses that race
+  // reads the newer manifest (a few tries; each is a rename away from consistent).
+  for (int attempt = 0;; ++attempt) {
+    if (!read_manifest(dir_, snap->manifest, why)) return {ReplicaStatus::kCorrupt, why};
+    if (!snap->manifest.published) {
+      return {ReplicaStatus::kNotPublished,
+              "tenant " + snap->manifest.tenant + " is still being copied (initial copy not complete)"};
+    }
+    snap->files.clear();
+    bool vanished = false;
+    for (const FileEntry& f : snap->manifest.files) {
+      replica::ReplicaFile file;
+      const std::string path = (dir_ / f.name).string();
+      const replica::Status st = file.open(path);
+      if (st.code == replica::Code::kIo && st.sys_errno == ENOENT && attempt < 3) {
+        vanished = true;
+        break;
+      }
+      if (!st.ok()) return file_failure(st, path);
+      snap->files.push_back(std::move(file));
+    }
+    if (!vanished) break;
+  }
+  // Tables: described by the newest file holding them; numbered per file.
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = snap->files.size(); i-- > 0;) {
+    for (const replica::Table& t : snap->files[i].tables()) {
+      const std::string qualified = t.schema + "." + t.name;
+      auto [it, fresh] = index.emplace(qualified, snap->tables.size());
+      if (fresh) {
+        TableView v;
+        v.schema = t.schema;
+        v.name = t.name;
+        v.columns = t.columns;
+        v.table_no.assign(snap->files.size(), -1);
+        snap->tables.push_back(std::move(v));
+      }
+      snap->tables[it->second].table_no[i] = t.table_no;
+    }
+  }
+  std::sort(snap->tables.begin(), snap->tables.end(), [](const TableView& a, const TableView& b) {
+    return std::tie(a.schema, a.name) < std::tie(b.schema, b.name);
+  });
+  out = std::move(snap);
+  return {};
+}
+
+ReplicaStatus TenantReplica::refresh() {
+  const uint64_t g = head_.generation();
+  if (g == generation_ && snapshot_) return {};
+  std::shared_ptr<const Snapshot> snap;
+  if (ReplicaStatus st = load(snap); !st.ok()) return st;
+  snapshot_ = std::move(snap);
+  generation_ = g;
+  return {};
+}
+
+const Manifest& TenantReplica::manifest() const noexcept { return snapshot_->manifest; }
+
+const std::vector<TableView>& TenantReplica::tables() const noexcept { return snapshot_->tables; }
+
+const TableView* TenantReplica::table(std::string_view name) const noexcept {
+  const TableView* found = nullptr;
+  for (const TableView& t : snapshot_->tables) {
+    const bool qualified = name.size() == t.schema.size() + 1 + t.name.size() &&
+                           name.substr(0, t.schema.size()) == t.schema &&
+                           name[t.schema.size()] == '.' && name.substr(t.schema.size() + 1) == t.name;
+    if (qualified) return &t;
+    if (name == t.name) {
+      if (found != nullptr) return nullptr;  // ambiguous without a schema
+      found = &t;
+    }
+  }
+  return found;
+}
+
+ReplicaStatus TenantReplica::get(const TableView& table, std::string_view key,
+                                 replica::BlockCache& cache, RowRef& out) const {
+  const Snapshot& snap = *snapshot_;
+  for (size_t i = snap.files.size(); i-- > 0;) {
+    const int64_t tn = i < table.table_no.size() ? table.table_no[i] : -1;
+    if (tn < 0) continue;
+    std::string_view value;
+    const replica::Status st = snap.files[i].get(static_cast<uint32_t>(tn), key, cache, value);
+    switch (st.code) {
+      case replica::Code::kOk:
+        out.key = key;
+        out.tuple = value;
+        out.columns = &snap.files[i].table(static_cast<uint32_t>(tn))->columns;
+        return {};
+      case replica::Code::kTombstone:
+        return {ReplicaStatus::kNotFound, "deleted"};
+      case replica::Code::kNotFound:
+        continue;
+      default:
+        return file_failure(st, snap.files[i].path());
+    }
+  }
+  return {ReplicaStatus::kNotFound, "no such row"};
+}
+
+ReplicaStatus TenantReplica::scan_impl(const TableView& table, std::string_view from,
+                                       std::optional<std::string_view> to,
+                                       replica::BlockCache& cache,
+                                       bool (*emit)(void*, const RowRef&), void* ctx) const {
+  const Snapshot& snap = *snapshot_;
+  // One scan per file holding the table, each with its current record.
+  struct Head {
+    size_t file;
+    replica::Scan scan;
+    replica::Record record;
+    bool live = false;
+  };
+  std::vector<Head> heads;
+  auto advance = [&](Head& h) -> ReplicaStatus {
+    const replica::Status st = h.scan.next(h.record);
+    h.live = st.ok();
+    if (st.failed()) return file_failure(st, snap.files[h.file].path());
+    return {};
+  };
+  for (size_t i = 0; i < snap.files.size(); ++i) {
+    const int64_t tn = i < table.table_no.size() ? table.table_no[i] : -1;
+    if (tn < 0) continue;
+    heads.push_back({i, snap.files[i].scan(static_cast<uint32_t>(tn), from, to, cache), {}, false});
+  }
+  for (Head& h : heads) {
+    if (ReplicaStatus st = advance(h); !st.ok()) return st;
+  }
+  for (;;) {
+    // The smallest key; among equal keys the newest file (the last head) wins.
+    Head* best = nullptr;
+    for (Head& h : heads) {
+      if (h.live && (best == nullptr || h.record.key <= best->record.key)) best = &h;
+    }
+    if (best == nullptr) return {};
+    const std::string key(best->record.key);
+    if (!best->record.tombstone) {
+      const RowRef row{best->record.key, best->record.value,
+                       &snap.files[best->file].table(best->record.table_no)->columns};
+      if (!emit(ctx, row)) return {};
+    }
+    for (Head& h : heads) {
+      if (h.live && h.record.key == key) {
+        if (ReplicaStatus st = advance(h); !st.ok()) return st;
+      }
+    }
+  }
+}
+
+ReplicaStatus TenantReplica::wait_for(std::string_view bookmark, std::chrono::milliseconds timeout) {
+  // "shard/X/X": the LSN is the last two slash-separated parts.
+  const size_t last = bookmark.rfind('/');
+  const size_t sep = last == std::string_view::npos || last == 0 ? std::string_view::npos
+                                                                  : bookmark.rfind('/', last - 1);
+  uint64_t lsn = 0;
+  if (sep == std::string_view::npos || sep == 0 || !parse_lsn(bookmark.substr(sep + 1), lsn)) {
+    return {ReplicaStatus::kInvalid,
+            "bookmark \"" + std::string(bookmark) + "\" is not shard/LSN (edgeshard.bookmark())"};
+  }
+  const std::string_view shard = bookmark.substr(0, sep);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    if (ReplicaStatus st = refresh(); !st.ok()) return st;
+    const auto& shards = snapshot_->manifest.shards;
+    auto it = std::find_if(shards.begin(), shards.end(), [&](const ShardPosition& p) { return p.shard == shard; });
+    if (it == shards.end()) {
+      return {ReplicaStatus::kInvalid, "this replica does not follow shard \"" + std::string(shard) + "\""};
+    }
+    // Every transaction below `applied` is in the files; the bookmark's commit is below it.
+    if (it->applied >= lsn) return {};
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return {ReplicaStatus::kTimeout, "shard " + std::string(shard) + " applied up to " +
+                                           format_lsn(it->applied) + ", bookmark " + format_lsn(lsn)};
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+  }
+}
+
+ReplicaStatus TenantReplica::verify() const {
+  for (const replica::ReplicaFile& f : snapshot_->files) {
+    if (replica::Status st = f.verify(); st.failed() || !st.ok()) return file_failure(st, f.path());
+  }
+  return {};
+}
+
+}  // namespace edgeshard::apply
