@@ -1,0 +1,845 @@
+// TenantWriter: applies frame groups to a pending set, publishes deltas and manifests, compacts.
+#include "edge_apply/tenant_writer.hpp"
+
+#include "edge_apply/key_codec.hpp"
+#include "edge_apply/tenant_replica.hpp"
+#include "edge_apply/tuple.hpp"
+#include "edge_apply/value_codec.hpp"
+
+#include <boost/intrusive/set.hpp>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <functional>
+#include <set>
+#include <optional>
+#include <unordered_set>
+
+namespace edgeshard::apply {
+
+namespace bi = boost::intrusive;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The text of errno, for messages.
+std::string errno_text(int e) { return ::strerror(e); }
+
+// fsyncs a directory so that renames and unlinks in it are durable.
+bool fsync_dir(const fs::path& dir, std::string& why) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    why = "could not open directory " + dir.string() + ": " + errno_text(errno);
+    return false;
+  }
+  const bool ok = ::fsync(fd) == 0;
+  const int e = errno;
+  ::close(fd);
+  if (!ok) why = "could not fsync directory " + dir.string() + ": " + errno_text(e);
+  return ok;
+}
+
+// A replica file's name: "<prefix>-<sequence as 16 hex digits>.esr".
+std::string file_name(const char* prefix, uint64_t sequence) {
+  char buf[64];
+  ::snprintf(buf, sizeof buf, "%s-%016" PRIx64 ".esr", prefix, sequence);
+  return buf;
+}
+
+// The sequence in a name made by file_name(), or nullopt.
+std::optional<uint64_t> name_sequence(std::string_view name) {
+  const size_t dash = name.find('-');
+  if (dash == std::string_view::npos || !name.ends_with(".esr")) return std::nullopt;
+  const std::string hex(name.substr(dash + 1, name.size() - dash - 5));
+  if (hex.size() != 16) return std::nullopt;
+  return std::strtoull(hex.c_str(), nullptr, 16);
+}
+
+// Whether two replica tables have the same shape (number aside).
+bool same_table_shape(const replica::Table& a, const replica::Table& b) {
+  return a.tenant_column == b.tenant_column && a.columns == b.columns;
+}
+
+// A status of the given kind.
+WriterStatus fail(WriterStatus::Kind kind, std::string message) {
+  return {kind, std::move(message)};
+}
+
+// A replica::Status turned into a WriterStatus.
+WriterStatus file_status(const replica::Status& st, const std::string& path) {
+  return {st.code == replica::Code::kIo ? WriterStatus::kIo : WriterStatus::kCorrupt,
+          replica::describe(st, path)};
+}
+
+// One pending change: the newest row (or tombstone) of (table, key) not yet in a file. Owned by
+// the set through its disposer; the auto-unlink hook takes it out of the set if destroyed.
+struct Node : bi::set_base_hook<bi::link_mode<bi::auto_unlink>> {
+  std::string table;  // "schema.name"
+  std::string key;    // encode_row_key()
+  bool tombstone = false;
+  std::string value;                        // the row's tuple (append_tuple), empty for a tombstone
+  std::shared_ptr<const RelationInfo> rel;  // the description the row was decoded with
+};
+
+// (table, key) of a node or of a lookup.
+struct NodeKey {
+  std::string_view table;
+  std::string_view key;
+};
+
+// Orders nodes by (table, key): the record order of a file whose table numbers follow the
+// tables' names.
+struct NodeLess {
+  // Compares two keys.
+  static bool less(std::string_view at, std::string_view ak, std::string_view bt,
+                   std::string_view bk) {
+    const int c = at.compare(bt);
+    return c != 0 ? c < 0 : ak < bk;
+  }
+  bool operator()(const Node& a, const Node& b) const {
+    return less(a.table, a.key, b.table, b.key);
+  }
+  bool operator()(const NodeKey& a, const Node& b) const {
+    return less(a.table, a.key, b.table, b.key);
+  }
+  bool operator()(const Node& a, const NodeKey& b) const {
+    return less(a.table, a.key, b.table, b.key);
+  }
+};
+
+using PendingSet = bi::set<Node, bi::compare<NodeLess>, bi::constant_time_size<false>>;
+
+// Frees a node taken out of the set.
+struct DisposeNode {
+  void operator()(Node* n) const { std::unique_ptr<Node> owned(n); }
+};
+
+// A change staged while a group is checked, before it goes into the pending set.
+struct Op {
+  std::shared_ptr<const RelationInfo> rel;
+  std::string table;
+  std::string key;
+  bool tombstone = false;
+  std::string value;
+};
+
+// An old row found for an UNCHANGED_TOAST merge: its tuple and the columns it was written with.
+struct OldRow {
+  std::string tuple;
+  std::vector<frame::Column> columns;
+  std::vector<std::string> names;  // storage for columns' names
+};
+
+}  // namespace
+
+// One live file of the manifest, mapped.
+struct LiveFile {
+  FileEntry entry;
+  replica::ReplicaFile file;
+};
+
+struct TenantWriter::Impl {
+  fs::path dir;
+  std::string tenant;
+  Options options;
+  HeadWriter head;
+  Manifest manifest;                                            // as last published
+  std::vector<LiveFile> files;                                  // manifest.files, mapped
+  std::map<std::string, ShardPosition, std::less<>> positions;  // what the next flush records
+  bool published = true;
+  bool dirty = false;  // positions or published changed since the last manifest
+  bool failed = true;  // not open, or an ambiguous I/O failure
+  uint64_t next_sequence = 1;
+  replica::BlockCache cache;
+  PendingSet pending;
+  std::map<std::string, std::shared_ptr<const RelationInfo>, std::less<>> pending_rel;
+
+  ~Impl() { pending.clear_and_dispose(DisposeNode{}); }
+
+  // Looks up the newest row of (table, key) in the staged ops, the pending set, then the files.
+  // Returns false with `status` set on a failure; `found` says whether a live row exists.
+  bool find_old_row(const std::vector<Op>& staged, std::string_view table, std::string_view key,
+                    bool& found, OldRow& out, WriterStatus& status);
+  // Checks, stages and returns the changes of one group.
+  WriterStatus stage_group(const RelationMap& relations,
+                           std::span<const std::span<const uint8_t>> frames, std::vector<Op>& ops,
+                           uint64_t& commit_lsn, int64_t& commit_time);
+  // Stages one INSERT/UPDATE row.
+  WriterStatus stage_row(const std::shared_ptr<const RelationInfo>& rel, const frame::Tuple& row,
+                         const frame::Tuple* old_key, std::vector<Op>& ops);
+  // Puts staged ops into the pending set (flushing first when a table's columns changed).
+  WriterStatus commit_ops(std::string_view shard, std::vector<Op>& ops, uint64_t commit_lsn,
+                          std::optional<int64_t> commit_time);
+  // Writes a replica file under a temp name, renames it into place, fsyncs the directory and maps
+  // it. fill() adds tables and records. Nothing remains on failure.
+  WriterStatus write_file(replica::FileKind kind, const char* prefix,
+                          const std::function<replica::Status(replica::Writer&)>& fill,
+                          LiveFile& out);
+  // flush(): the pending rows as a delta, then a manifest with the positions.
+  WriterStatus flush_impl();
+  // Publishes m (manifest, then head); on failure the writer fails for good.
+  WriterStatus publish(const Manifest& m);
+  // Removes files of the directory that the manifest does not list.
+  void remove_orphans();
+};
+
+TenantWriter::TenantWriter() : impl_(std::make_unique<Impl>()) {}
+TenantWriter::~TenantWriter() = default;
+
+WriterStatus TenantWriter::open(const fs::path& data_dir, std::string_view tenant,
+                                const Options& options) {
+  impl_ = std::make_unique<Impl>();
+  Impl& s = *impl_;
+  s.dir = tenant_dir(data_dir, tenant);
+  s.tenant = std::string(tenant);
+  s.options = options;
+  std::error_code ec;
+  fs::create_directories(s.dir, ec);
+  if (ec)
+    return fail(WriterStatus::kIo, "could not create " + s.dir.string() + ": " + ec.message());
+  std::string why;
+  if (!s.head.open(s.dir, why)) return fail(WriterStatus::kIo, why);
+  if (fs::exists(s.dir / "manifest", ec)) {
+    if (!read_manifest(s.dir, s.manifest, why)) return fail(WriterStatus::kCorrupt, why);
+    if (s.manifest.tenant != s.tenant) {
+      return fail(WriterStatus::kCorrupt, "manifest in " + s.dir.string() + " belongs to tenant " +
+                                              s.manifest.tenant + ", not " + s.tenant);
+    }
+  } else {
+    // A new tenant: an empty replica, published (the initial copy flow will start it unpublished).
+    s.manifest = Manifest{};
+    s.manifest.generation = 1;
+    s.manifest.tenant = s.tenant;
+    s.manifest.published = true;
+    if (!write_manifest(s.dir, s.manifest, why)) return fail(WriterStatus::kIo, why);
+  }
+  // After a crash the head may lag the manifest: store its generation again.
+  s.head.publish(s.manifest.generation);
+  for (const FileEntry& e : s.manifest.files) {
+    LiveFile lf;
+    lf.entry = e;
+    const std::string path = (s.dir / e.name).string();
+    if (replica::Status st = lf.file.open(path); !st.ok()) return file_status(st, path);
+    if (auto seq = name_sequence(e.name)) s.next_sequence = std::max(s.next_sequence, *seq + 1);
+    s.next_sequence = std::max(s.next_sequence, lf.file.info().sequence + 1);
+    s.files.push_back(std::move(lf));
+  }
+  s.remove_orphans();
+  for (const ShardPosition& p : s.manifest.shards) s.positions[p.shard] = p;
+  s.published = s.manifest.published;
+  s.dirty = false;
+  s.failed = false;
+  return {};
+}
+
+void TenantWriter::Impl::remove_orphans() {
+  std::unordered_set<std::string> live;
+  for (const FileEntry& e : manifest.files) live.insert(e.name);
+  std::error_code ec;
+  bool removed = false;
+  for (const fs::directory_entry& de : fs::directory_iterator(dir, ec)) {
+    const std::string name = de.path().filename().string();
+    if (name == "manifest" || name == "head" || live.count(name) != 0) continue;
+    const bool ours =
+        name.starts_with("base-") || name.starts_with("delta-") || name.ends_with(".tmp");
+    if (!ours) continue;
+    std::error_code rec;
+    if (fs::remove(de.path(), rec)) removed = true;
+  }
+  std::string why;
+  if (removed) (void)fsync_dir(dir, why);  // best effort: a leftover is removed next time
+}
+
+uint64_t TenantWriter::applied(std::string_view shard) const {
+  for (const ShardPosition& p : impl_->manifest.shards) {
+    if (p.shard == shard) return p.applied;
+  }
+  return 0;
+}
+
+uint64_t TenantWriter::pending_position(std::string_view shard) const {
+  auto it = impl_->positions.find(shard);
+  return it == impl_->positions.end() ? 0 : it->second.applied;
+}
+
+bool TenantWriter::has_pending() const noexcept { return !impl_->pending.empty(); }
+
+const Manifest& TenantWriter::manifest() const noexcept { return impl_->manifest; }
+
+const fs::path& TenantWriter::dir() const noexcept { return impl_->dir; }
+
+void TenantWriter::set_published(bool published) {
+  if (impl_->published != published) {
+    impl_->published = published;
+    impl_->dirty = true;
+  }
+}
+
+void TenantWriter::advance(std::string_view shard, uint64_t position, int64_t commit_time_us,
+                           uint64_t upstream_position, int64_t upstream_time_us) {
+  auto it = impl_->positions.find(shard);
+  if (it == impl_->positions.end()) {
+    it = impl_->positions.emplace(std::string(shard), ShardPosition{}).first;
+    it->second.shard = std::string(shard);
+  }
+  ShardPosition& p = it->second;
+  const ShardPosition before = p;
+  p.applied = std::max(p.applied, position);
+  if (commit_time_us != 0) p.commit_time_us = std::max(p.commit_time_us, commit_time_us);
+  if (upstream_position >= p.upstream) {
+    p.upstream = upstream_position;
+    p.upstream_time_us = upstream_time_us;
+  }
+  if (p.applied != before.applied || p.commit_time_us != before.commit_time_us ||
+      p.upstream != before.upstream || p.upstream_time_us != before.upstream_time_us) {
+    impl_->dirty = true;
+  }
+}
+
+bool TenantWriter::Impl::find_old_row(const std::vector<Op>& staged, std::string_view table,
+                                      std::string_view key, bool& found, OldRow& out,
+                                      WriterStatus& status) {
+  found = false;
+  // Rows built by a replica::Table: copy names so the views outlive the file lookups.
+  auto from_rel = [&](const RelationInfo& rel, std::string_view tuple) {
+    out.tuple.assign(tuple);
+    out.names = rel.names;
+    out.columns.clear();
+    for (size_t i = 0; i < rel.columns.size(); ++i) {
+      frame::Column c = rel.columns[i];
+      c.name = out.names[i];
+      out.columns.push_back(c);
+    }
+  };
+  for (size_t i = staged.size(); i-- > 0;) {
+    const Op& op = staged[i];
+    if (op.table == table && op.key == key) {
+      if (!op.tombstone) {
+        from_rel(*op.rel, op.value);
+        found = true;
+      }
+      return true;
+    }
+  }
+  if (auto it = pending.find(NodeKey{table, key}, NodeLess{}); it != pending.end()) {
+    if (!it->tombstone) {
+      from_rel(*it->rel, it->value);
+      found = true;
+    }
+    return true;
+  }
+  for (size_t i = files.size(); i-- > 0;) {
+    const replica::ReplicaFile& f = files[i].file;
+    for (const replica::Table& t : f.tables()) {
+      if (t.schema.size() + 1 + t.name.size() != table.size() || table != t.schema + "." + t.name) {
+        continue;
+      }
+      std::string_view value;
+      const replica::Status st = f.get(t.table_no, key, cache, value);
+      if (st.code == replica::Code::kNotFound) break;
+      if (st.code == replica::Code::kTombstone) return true;
+      if (!st.ok()) {
+        status = file_status(st, f.path());
+        return false;
+      }
+      out.tuple.assign(value);
+      out.names.clear();
+      for (const replica::Column& c : t.columns) out.names.push_back(c.name);
+      out.columns.clear();
+      for (size_t c = 0; c < t.columns.size(); ++c) {
+        out.columns.push_back(
+            {out.names[c], t.columns[c].type_oid, t.columns[c].typmod, t.columns[c].key});
+      }
+      found = true;
+      return true;
+    }
+  }
+  return true;
+}
+
+WriterStatus TenantWriter::Impl::stage_row(const std::shared_ptr<const RelationInfo>& rel,
+                                           const frame::Tuple& row, const frame::Tuple* old_key,
+                                           std::vector<Op>& ops) {
+  const std::string table = rel->qualified();
+  Op op;
+  op.rel = rel;
+  op.table = table;
+  if (CodecStatus st = encode_row_key(op.key, rel->columns, row); !st.ok()) {
+    return fail(WriterStatus::kBadMessage, table + ": " + st.message);
+  }
+  std::string old;
+  if (old_key != nullptr) {
+    if (CodecStatus st = encode_row_key(old, rel->columns, *old_key); !st.ok()) {
+      return fail(WriterStatus::kBadMessage, table + ": old key: " + st.message);
+    }
+  }
+  RowView view;
+  if (CodecStatus st = view.assign(rel->columns, row); !st.ok()) {
+    return fail(WriterStatus::kBadMessage, table + ": " + st.message);
+  }
+  std::vector<frame::Value> values(view.size());
+  bool toast = false;
+  for (size_t i = 0; i < view.size(); ++i) {
+    values[i] = view.value(i);
+    toast |= values[i].kind == frame::ValueKind::kUnchangedToast;
+  }
+  OldRow old_row;
+  RowView old_view;
+  if (toast) {
+    // An unchanged TOASTed value was not sent: keep the stored row's value of that column.
+    bool found = false;
+    WriterStatus status;
+    const std::string& lookup = old_key != nullptr ? old : op.key;
+    if (!find_old_row(ops, table, lookup, found, old_row, status)) return status;
+    if (!found) {
+      return fail(WriterStatus::kMissingRow,
+                  table + ": update with an unchanged toasted value of a row not in the replica");
+    }
+    if (CodecStatus st = old_view.parse(old_row.columns, old_row.tuple); !st.ok()) {
+      return fail(WriterStatus::kCorrupt, table + ": stored row: " + st.message);
+    }
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (values[i].kind != frame::ValueKind::kUnchangedToast) continue;
+      const int j = old_view.find(rel->columns[i].name);
+      if (j < 0 || old_view.value(j).kind == frame::ValueKind::kUnchangedToast) {
+        return fail(WriterStatus::kMissingRow,
+                    table + ": no stored value for unchanged toasted column " +
+                        std::string(rel->columns[i].name));
+      }
+      values[i] = old_view.value(j);
+    }
+  }
+  append_tuple(op.value, values);
+  if (old_key != nullptr && old != op.key) {
+    Op gone;
+    gone.rel = rel;
+    gone.table = table;
+    gone.key = std::move(old);
+    gone.tombstone = true;
+    ops.push_back(std::move(gone));
+  }
+  ops.push_back(std::move(op));
+  return {};
+}
+
+WriterStatus TenantWriter::Impl::stage_group(const RelationMap& relations,
+                                             std::span<const std::span<const uint8_t>> frames,
+                                             std::vector<Op>& ops, uint64_t& commit_lsn,
+                                             int64_t& commit_time) {
+  frame::Reader reader;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    if (frame::Status st = reader.open(frames[i]); !st.ok()) {
+      return fail(WriterStatus::kBadMessage, "frame " + std::to_string(i) + " of the group: " +
+                                                 frame::error_name(st.error) + ": " + st.message);
+    }
+    frame::MessageCursor cursor = reader.messages();
+    frame::Message m;
+    while (cursor.next(m)) {
+      auto relation_of = [&](uint32_t relid, std::shared_ptr<const RelationInfo>& rel) {
+        rel = relations.find(relid);
+        return rel != nullptr;
+      };
+      std::shared_ptr<const RelationInfo> rel;
+      WriterStatus st;
+      if (auto* ins = std::get_if<frame::Insert>(&m)) {
+        if (!relation_of(ins->relid, rel))
+          st = fail(WriterStatus::kBadMessage,
+                    "insert into unknown relid " + std::to_string(ins->relid));
+        else
+          st = stage_row(rel, ins->new_tuple, nullptr, ops);
+      } else if (auto* upd = std::get_if<frame::Update>(&m)) {
+        if (!relation_of(upd->relid, rel))
+          st = fail(WriterStatus::kBadMessage,
+                    "update of unknown relid " + std::to_string(upd->relid));
+        else
+          st = stage_row(rel, upd->new_tuple, upd->has_old_key ? &upd->old_key : nullptr, ops);
+      } else if (auto* del = std::get_if<frame::Delete>(&m)) {
+        if (!relation_of(del->relid, rel)) {
+          st = fail(WriterStatus::kBadMessage,
+                    "delete from unknown relid " + std::to_string(del->relid));
+        } else {
+          Op op;
+          op.rel = rel;
+          op.table = rel->qualified();
+          op.tombstone = true;
+          if (CodecStatus cs = encode_row_key(op.key, rel->columns, del->old_key); !cs.ok()) {
+            st = fail(WriterStatus::kBadMessage, op.table + ": " + cs.message);
+          } else {
+            ops.push_back(std::move(op));
+          }
+        }
+      } else if (auto* b = std::get_if<frame::Begin>(&m)) {
+        if (b->commit_lsn != commit_lsn)
+          st = fail(WriterStatus::kBadGroup, "begin's commit lsn differs from the frames'");
+      } else if (auto* c = std::get_if<frame::Commit>(&m)) {
+        if (c->commit_lsn != commit_lsn)
+          st = fail(WriterStatus::kBadGroup, "commit's commit lsn differs from the frames'");
+        commit_time = c->commit_time_us;
+      } else if (std::holds_alternative<frame::TenantMoved>(m)) {
+        // Routing information for the daemon, no row change.
+      } else {
+        st = fail(WriterStatus::kBadGroup,
+                  "unexpected message in a tenant frame group (relation, "
+                  "truncate and keepalive come in many-tenants frames)");
+      }
+      if (!st.ok()) return st;
+    }
+    if (!cursor.status().ok()) {
+      return fail(WriterStatus::kBadMessage,
+                  "frame " + std::to_string(i) + " of the group: " + cursor.status().message);
+    }
+  }
+  return {};
+}
+
+WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<Op>& ops,
+                                            uint64_t commit_lsn,
+                                            std::optional<int64_t> commit_time) {
+  // A file holds one description per table: when rows were decoded with other columns than the
+  // pending rows of their table (ALTER TABLE), the pending rows go to a file of their own first.
+  std::map<std::string_view, const RelationInfo*> shapes;
+  bool reshaped = false;
+  for (const Op& op : ops) {
+    auto [it, fresh] = shapes.emplace(op.table, op.rel.get());
+    if (!fresh && !it->second->same_shape(*op.rel)) {
+      return fail(WriterStatus::kBadGroup,
+                  op.table + " is described twice, differently, in one group");
+    }
+    auto p = pending_rel.find(op.table);
+    if (p != pending_rel.end() && !p->second->same_shape(*op.rel)) reshaped = true;
+  }
+  if (reshaped) {
+    if (WriterStatus st = flush_impl(); !st.ok()) return st;
+  }
+  // From here on nothing fails but memory.
+  for (Op& op : ops) {
+    auto it = pending.find(NodeKey{op.table, op.key}, NodeLess{});
+    Node* node = nullptr;
+    if (it == pending.end()) {
+      auto fresh = std::make_unique<Node>();
+      fresh->table = op.table;
+      fresh->key = std::move(op.key);
+      node = fresh.get();
+      pending.insert(*fresh.release());
+    } else {
+      node = &*it;
+    }
+    node->tombstone = op.tombstone;
+    node->value = std::move(op.value);
+    node->rel = op.rel;
+    pending_rel[op.table] = op.rel;
+  }
+  auto pit = positions.find(shard);
+  if (pit == positions.end()) {
+    pit = positions.emplace(std::string(shard), ShardPosition{}).first;
+    pit->second.shard = std::string(shard);
+  }
+  // Transactions arrive in commit order: every one below this commit LSN was delivered.
+  if (commit_lsn + 1 > pit->second.applied) {
+    pit->second.applied = commit_lsn + 1;
+    dirty = true;
+  }
+  if (commit_time && *commit_time > pit->second.commit_time_us) {
+    pit->second.commit_time_us = *commit_time;
+    dirty = true;
+  }
+  return {};
+}
+
+WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap& relations,
+                                       std::span<const std::span<const uint8_t>> frames,
+                                       bool* skipped) {
+  Impl& s = *impl_;
+  if (skipped != nullptr) *skipped = false;
+  if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  if (frames.empty()) return fail(WriterStatus::kBadGroup, "empty frame group");
+  // The group's shape, from the headers.
+  uint64_t commit_lsn = 0;
+  int64_t commit_time = 0;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    frame::Header h;
+    if (frame::Status st = frame::parse_header(frames[i], h); !st.ok()) {
+      return fail(WriterStatus::kBadMessage,
+                  "frame " + std::to_string(i) + " of the group: " + st.message);
+    }
+    if (h.frame_length != frames[i].size()) {
+      return fail(WriterStatus::kBadGroup,
+                  "frame " + std::to_string(i) + " is not exactly one frame");
+    }
+    if (h.many_tenants || h.tenant_key != s.tenant) {
+      return fail(WriterStatus::kBadGroup,
+                  "frame " + std::to_string(i) + " is not of tenant " + s.tenant);
+    }
+    if (i == 0) {
+      commit_lsn = h.commit_lsn;
+      commit_time = h.commit_time_us;
+    } else if (h.commit_lsn != commit_lsn) {
+      return fail(WriterStatus::kBadGroup, "frames of different transactions in one group");
+    }
+    if (h.sequence != i) {
+      return fail(WriterStatus::kBadGroup, "frame sequence " + std::to_string(h.sequence) +
+                                               " where " + std::to_string(i) + " was expected");
+    }
+    if (h.last != (i + 1 == frames.size())) {
+      return fail(WriterStatus::kBadGroup, h.last ? "last flag before the end of the group"
+                                                  : "group does not end with its last frame");
+    }
+  }
+  if (commit_lsn < pending_position(shard)) {
+    if (skipped != nullptr) *skipped = true;
+    return {};
+  }
+  std::vector<Op> ops;
+  if (WriterStatus st = s.stage_group(relations, frames, ops, commit_lsn, commit_time); !st.ok()) {
+    return st;
+  }
+  return s.commit_ops(shard, ops, commit_lsn, commit_time);
+}
+
+WriterStatus TenantWriter::apply_truncate(std::string_view shard, const RelationMap& relations,
+                                          std::span<const uint32_t> relids, uint64_t commit_lsn,
+                                          bool* skipped) {
+  Impl& s = *impl_;
+  if (skipped != nullptr) *skipped = false;
+  if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  if (commit_lsn < pending_position(shard)) {
+    if (skipped != nullptr) *skipped = true;
+    return {};
+  }
+  // Every live key of those tables, pending or in the files, gets a tombstone: the truncate is
+  // then an ordinary pending change, published (or lost in a crash) with the rest.
+  std::vector<Op> ops;
+  for (uint32_t relid : relids) {
+    std::shared_ptr<const RelationInfo> rel = relations.find(relid);
+    if (rel == nullptr) {
+      return fail(WriterStatus::kBadMessage, "truncate of unknown relid " + std::to_string(relid));
+    }
+    const std::string table = rel->qualified();
+    std::set<std::string> keys;
+    for (const LiveFile& lf : s.files) {
+      for (const replica::Table& t : lf.file.tables()) {
+        if (t.schema + "." + t.name != table) continue;
+        replica::Scan scan = lf.file.scan(t.table_no, "", std::nullopt, s.cache);
+        replica::Record r;
+        replica::Status st;
+        while ((st = scan.next(r)).ok()) {
+          if (!r.tombstone) keys.emplace(r.key);
+        }
+        if (st.failed()) return file_status(st, lf.file.path());
+      }
+    }
+    for (auto it = s.pending.lower_bound(NodeKey{table, ""}, NodeLess{});
+         it != s.pending.end() && it->table == table; ++it) {
+      if (!it->tombstone) keys.insert(it->key);
+    }
+    for (const std::string& k : keys) {
+      Op op;
+      op.rel = rel;
+      op.table = table;
+      op.key = k;
+      op.tombstone = true;
+      ops.push_back(std::move(op));
+    }
+  }
+  return s.commit_ops(shard, ops, commit_lsn, std::nullopt);
+}
+
+WriterStatus TenantWriter::Impl::write_file(
+    replica::FileKind kind, const char* prefix,
+    const std::function<replica::Status(replica::Writer&)>& fill, LiveFile& out) {
+  const uint64_t sequence = next_sequence++;
+  const std::string name = file_name(prefix, sequence);
+  const fs::path tmp = dir / (name + ".tmp");
+  const fs::path path = dir / name;
+  {
+    replica::Writer w;  // removes its file unless finish() succeeded
+    replica::Writer::Options o;
+    o.kind = kind;
+    o.sequence = sequence;
+    o.tenant_key = tenant;
+    o.compress = options.compress;
+    replica::Status st = w.create(tmp.string(), o);
+    if (st.ok()) st = fill(w);
+    if (st.ok()) st = w.finish();
+    if (!st.ok()) {
+      return {st.code == replica::Code::kIo ? WriterStatus::kIo : WriterStatus::kFailed,
+              replica::describe(st, tmp.string())};
+    }
+    out.entry.kind = kind == replica::FileKind::kBase ? FileKind::kBase : FileKind::kDelta;
+    out.entry.name = name;
+    out.entry.records = w.record_count();
+    out.entry.bytes = w.bytes_written();
+  }
+  std::error_code ec;
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    fs::remove(tmp, ec);
+    return fail(WriterStatus::kIo, "could not rename " + tmp.string() + ": " + errno_text(e));
+  }
+  std::string why;
+  if (!fsync_dir(dir, why)) {
+    fs::remove(path, ec);
+    return fail(WriterStatus::kIo, why);
+  }
+  if (replica::Status st = out.file.open(path.string()); !st.ok()) {
+    fs::remove(path, ec);
+    return file_status(st, path.string());
+  }
+  return {};
+}
+
+WriterStatus TenantWriter::Impl::publish(const Manifest& m) {
+  std::string why;
+  if (!write_manifest(dir, m, why)) {
+    // The rename may or may not have happened: only a reopen knows which manifest is in place.
+    failed = true;
+    return fail(WriterStatus::kIo, why);
+  }
+  head.publish(m.generation);
+  manifest = m;
+  return {};
+}
+
+WriterStatus TenantWriter::Impl::flush_impl() {
+  if (failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  if (pending.empty() && !dirty) return {};
+  Manifest next = manifest;
+  next.generation = manifest.generation + 1;
+  next.published = published;
+  next.shards.clear();
+  for (const auto& [name, p] : positions) next.shards.push_back(p);
+  std::optional<LiveFile> added;
+  if (!pending.empty()) {
+    added.emplace();
+    auto fill = [&](replica::Writer& w) -> replica::Status {
+      // Tables numbered in name order, so that the set's (table, key) order is record order.
+      std::map<std::string_view, uint32_t> numbers;
+      for (const auto& [table, rel] : pending_rel) {
+        const uint32_t no = static_cast<uint32_t>(numbers.size() + 1);
+        numbers.emplace(table, no);
+        if (replica::Status st = w.add_table(rel->to_table(no)); !st.ok()) return st;
+      }
+      for (const Node& n : pending) {
+        const uint32_t no = numbers.at(n.table);
+        replica::Status st = n.tombstone ? w.add_tombstone(no, n.key) : w.add(no, n.key, n.value);
+        if (!st.ok()) return st;
+      }
+      return {};
+    };
+    if (WriterStatus st = write_file(replica::FileKind::kDelta, "delta", fill, *added); !st.ok()) {
+      return st;  // nothing visible changed; pending stays pending
+    }
+    next.files.push_back(added->entry);
+  }
+  if (WriterStatus st = publish(next); !st.ok()) return st;
+  if (added) files.push_back(std::move(*added));
+  pending.clear_and_dispose(DisposeNode{});
+  pending_rel.clear();
+  dirty = false;
+  return {};
+}
+
+WriterStatus TenantWriter::flush() { return impl_->flush_impl(); }
+
+WriterStatus TenantWriter::compact(bool force, bool* compacted) {
+  Impl& s = *impl_;
+  if (compacted != nullptr) *compacted = false;
+  if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  size_t deltas = 0;
+  for (const LiveFile& lf : s.files) deltas += lf.entry.kind == FileKind::kDelta ? 1 : 0;
+  const bool due = deltas >= std::max<size_t>(s.options.compact_deltas, 1) || (force && deltas > 0);
+  if (!due) return {};
+  // Tables by name, with their number in each file; one shape across files or no compaction.
+  struct Merged {
+    const replica::Table* table = nullptr;  // the newest file's description
+    std::vector<int64_t> numbers;           // per file, -1 when absent
+  };
+  std::map<std::string, Merged> tables;
+  for (size_t i = s.files.size(); i-- > 0;) {
+    for (const replica::Table& t : s.files[i].file.tables()) {
+      Merged& m = tables[t.schema + "." + t.name];
+      if (m.table == nullptr) {
+        m.table = &t;
+        m.numbers.assign(s.files.size(), -1);
+      } else if (!same_table_shape(*m.table, t)) {
+        return {};  // rows of two shapes cannot share a base (see compact()'s comment)
+      }
+      m.numbers[i] = t.table_no;
+    }
+  }
+  auto fill = [&](replica::Writer& w) -> replica::Status {
+    uint32_t no = 0;
+    for (auto& [name, m] : tables) {
+      replica::Table t = *m.table;
+      t.table_no = ++no;
+      if (replica::Status st = w.add_table(t); !st.ok()) return st;
+    }
+    no = 0;
+    for (auto& [name, m] : tables) {
+      ++no;
+      // k-way merge, newest file winning on equal keys.
+      struct Head {
+        replica::Scan scan;
+        replica::Record rec;
+        bool live = false;
+      };
+      std::vector<Head> heads(s.files.size());
+      for (size_t i = 0; i < s.files.size(); ++i) {
+        if (m.numbers[i] < 0) continue;
+        heads[i].scan =
+            s.files[i].file.scan(static_cast<uint32_t>(m.numbers[i]), "", std::nullopt, s.cache);
+        replica::Status st = heads[i].scan.next(heads[i].rec);
+        if (st.failed()) return st;
+        heads[i].live = st.ok();
+      }
+      std::string key;
+      for (;;) {
+        int best = -1;
+        for (size_t i = 0; i < heads.size(); ++i) {
+          if (!heads[i].live) continue;
+          if (best < 0 || heads[i].rec.key <= heads[static_cast<size_t>(best)].rec.key) {
+            best = static_cast<int>(i);  // later (newer) files win ties
+          }
+        }
+        if (best < 0) break;
+        const replica::Record& r = heads[static_cast<size_t>(best)].rec;
+        key.assign(r.key);
+        if (!r.tombstone) {
+          if (replica::Status st = w.add(no, r.key, r.value); !st.ok()) return st;
+        }
+        for (Head& h : heads) {
+          if (!h.live || h.rec.key != key) continue;
+          replica::Status st = h.scan.next(h.rec);
+          if (st.failed()) return st;
+          h.live = st.ok();
+        }
+      }
+    }
+    return {};
+  };
+  LiveFile base;
+  if (WriterStatus st = s.write_file(replica::FileKind::kBase, "base", fill, base); !st.ok()) {
+    return st;
+  }
+  Manifest next = s.manifest;
+  next.generation = s.manifest.generation + 1;
+  next.files = {base.entry};
+  if (WriterStatus st = s.publish(next); !st.ok()) return st;
+  // The old files are no longer listed: remove them (readers mapping them keep reading).
+  std::vector<LiveFile> old = std::move(s.files);
+  s.files.clear();
+  s.files.push_back(std::move(base));
+  std::error_code ec;
+  for (const LiveFile& lf : old) fs::remove(s.dir / lf.entry.name, ec);
+  std::string why;
+  (void)fsync_dir(s.dir, why);  // best effort: open() removes leftovers
+  if (compacted != nullptr) *compacted = true;
+  return {};
+}
+
+}  // namespace edgeshard::apply

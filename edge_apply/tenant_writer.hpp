@@ -1,0 +1,136 @@
+// The write side of one tenant's replica (edge_apply/FORMAT.md, "Tenant directory", "Manifest"):
+// the core of edgeshard-apply, without the network. Complete frame groups of the tenant are
+// applied into an in-memory pending set (all or nothing per group); flush() publishes the pending
+// rows as one delta file and a new manifest with the shards' positions, atomically (temp file,
+// fsync, rename, fsync dir, manifest, head); compact() merges the files into a new base.
+//
+//   TenantWriter w;
+//   if (auto st = w.open(data_dir, "42"); !st.ok()) die(st.message);
+//   RelationMap& rels = relations_of_shard["s1"];     // fed by MANY_TENANTS RELATION messages
+//   w.apply_group("s1", rels, frames_of_group);       // one (transaction, tenant) group
+//   w.advance("s1", end_lsn, commit_time, upstream_lsn, upstream_time);
+//   w.flush();                                        // durable and visible to readers
+//
+// Crash safety: nothing is visible before flush() publishes a manifest; a crash at any point
+// leaves the previous manifest, and open() removes files no manifest lists. Re-applying groups
+// after a restart is harmless: a group whose commit LSN is below the shard's position is skipped.
+// Not thread-safe: one writer per tenant directory, one thread at a time.
+#pragma once
+
+#include "common/no_postgres.hpp"
+
+#include "edge_apply/manifest.hpp"
+#include "edge_apply/relation_map.hpp"
+#include "edge_apply/replica_file.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace edgeshard::apply {
+
+// Outcome of a TenantWriter call; `message` lower-case, no trailing period.
+struct WriterStatus {
+  enum Kind {
+    kOk = 0,
+    kBadGroup,    // the frames are not one complete, consistent frame group of this tenant
+    kBadMessage,  // a message the writer cannot apply (unknown relid, bad key, malformed frame)
+    kMissingRow,  // an UPDATE with an unchanged TOAST value whose old row is not in the replica
+    kCorrupt,     // the tenant's manifest or files fail their checks
+    kIo,          // a system call failed
+    kFailed,      // not open, or failed by an earlier I/O error: reopen
+  };
+  Kind kind = kOk;
+  std::string message;
+
+  // Whether the call succeeded.
+  bool ok() const noexcept { return kind == kOk; }
+};
+
+class TenantWriter {
+ public:
+  // Choices of the writer.
+  struct Options {
+    size_t compact_deltas = 8;  // compact() merges once there are at least this many deltas
+    bool compress = true;       // LZ4 blocks in the files written
+  };
+
+  TenantWriter();
+  ~TenantWriter();
+  TenantWriter(const TenantWriter&) = delete;
+  TenantWriter& operator=(const TenantWriter&) = delete;
+
+  // Opens (creating) the tenant's directory under data_dir and its head file, reads the manifest
+  // if any (a new tenant starts with an empty, published manifest that is written at once), maps
+  // its files and removes files it does not list (leftovers of a crash).
+  WriterStatus open(const std::filesystem::path& data_dir, std::string_view tenant,
+                    const Options& options);
+  // The same with default options.
+  WriterStatus open(const std::filesystem::path& data_dir, std::string_view tenant) {
+    return open(data_dir, tenant, Options{});
+  }
+
+  // Durable position of a shard: every transaction of it with commit LSN below it is in the
+  // published files (0 for a shard never seen).
+  uint64_t applied(std::string_view shard) const;
+
+  // The position the next flush() records for a shard (>= applied()).
+  uint64_t pending_position(std::string_view shard) const;
+
+  // Applies one complete frame group (all frames of one transaction for this tenant, in sequence
+  // order) to the pending set, all or nothing. The group is checked first: sequence 0, 1, ...,
+  // one commit LSN and this tenant throughout, LAST on the last frame only. A group whose commit
+  // LSN is below pending_position(shard) was applied already and is skipped (`skipped` set).
+  // Otherwise the shard's pending position becomes commit LSN + 1 (transactions arrive in commit
+  // order). Rows use the relations' current descriptions.
+  WriterStatus apply_group(std::string_view shard, const RelationMap& relations,
+                           std::span<const std::span<const uint8_t>> frames,
+                           bool* skipped = nullptr);
+
+  // Applies a TRUNCATE (of a MANY_TENANTS frame) to this tenant: every row of those tables is
+  // deleted, as pending tombstones. Skipped like apply_group() by commit_lsn.
+  WriterStatus apply_truncate(std::string_view shard, const RelationMap& relations,
+                              std::span<const uint32_t> relids, uint64_t commit_lsn,
+                              bool* skipped = nullptr);
+
+  // The shard's stream reached `position` (a KEEPALIVE, or the end of a transaction): recorded
+  // by the next flush(). Positions never go back.
+  void advance(std::string_view shard, uint64_t position, int64_t commit_time_us,
+               uint64_t upstream_position, int64_t upstream_time_us);
+
+  // Marks the tenant published or not (the initial copy sets no while it runs); recorded by the
+  // next flush().
+  void set_published(bool published);
+
+  // Publishes pending rows (one delta file) and positions (a new manifest, then the head file).
+  // Nothing is written when nothing changed. On an I/O error the writer fails for good: reopen.
+  WriterStatus flush();
+
+  // Whether rows are pending.
+  bool has_pending() const noexcept;
+
+  // Merges the base and the deltas into a new base (newest record wins, tombstones dropped) when
+  // there are at least Options::compact_deltas deltas (or `force` and at least two files),
+  // publishes a manifest listing only it and removes the old files (readers that map them keep
+  // reading them). Pending rows are not involved. `compacted` says whether it merged. Tables
+  // whose columns differ between files (after an ALTER TABLE) cannot be merged into one base:
+  // compaction is then skipped.
+  WriterStatus compact(bool force = false, bool* compacted = nullptr);
+
+  // The manifest last published.
+  const Manifest& manifest() const noexcept;
+
+  // The tenant's directory.
+  const std::filesystem::path& dir() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgeshard::apply
