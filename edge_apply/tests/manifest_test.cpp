@@ -1,5 +1,6 @@
 // The manifest round-trips, refuses damage, is replaced atomically; the head file's generation is
 // seen by a reader mapping it.
+#include "common/testing/temp_dir.hpp"
 #include "edge_apply/manifest.hpp"
 
 #include <gtest/gtest.h>
@@ -12,21 +13,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A temporary directory.
-struct TempDir {
-  fs::path path;
-  // Creates it.
-  TempDir() {
-    std::string tmpl = (fs::path(testing::TempDir()) / "manifest_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  // Removes it.
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using edgeshard::testing_support::TempDir;
 
 // A manifest with two shards and three files.
 Manifest sample() {
@@ -73,18 +60,18 @@ TEST(Manifest, IsReplacedAtomically) {
   Manifest m = sample();
   std::string why;
   Manifest back;
-  EXPECT_FALSE(read_manifest(dir.path, back, why));
-  ASSERT_TRUE(write_manifest(dir.path, m, why)) << why;
+  EXPECT_FALSE(read_manifest(dir.path(), back, why));
+  ASSERT_TRUE(write_manifest(dir.path(), m, why)) << why;
   m.generation = 43;
   m.files.pop_back();
-  ASSERT_TRUE(write_manifest(dir.path, m, why)) << why;
-  ASSERT_TRUE(read_manifest(dir.path, back, why)) << why;
+  ASSERT_TRUE(write_manifest(dir.path(), m, why)) << why;
+  ASSERT_TRUE(read_manifest(dir.path(), back, why)) << why;
   EXPECT_EQ(back.generation, 43u);
   EXPECT_EQ(back.files.size(), 2u);
-  EXPECT_FALSE(fs::exists(dir.path / "manifest.tmp"));
+  EXPECT_FALSE(fs::exists(dir.path() / "manifest.tmp"));
   // A damaged manifest is refused with its path.
-  std::ofstream(dir.path / "manifest", std::ios::app) << "x";
-  EXPECT_FALSE(read_manifest(dir.path, back, why));
+  std::ofstream(dir.path() / "manifest", std::ios::app) << "x";
+  EXPECT_FALSE(read_manifest(dir.path(), back, why));
   EXPECT_NE(why.find("checksum"), std::string::npos) << why;
 }
 
@@ -92,23 +79,23 @@ TEST(Head, ReadersSeeThePublishedGeneration) {
   TempDir dir;
   std::string why;
   HeadReader early;
-  EXPECT_FALSE(early.open(dir.path, why));
+  EXPECT_FALSE(early.open(dir.path(), why));
   HeadWriter w;
-  ASSERT_TRUE(w.open(dir.path, why)) << why;
+  ASSERT_TRUE(w.open(dir.path(), why)) << why;
   HeadReader r;
-  ASSERT_TRUE(r.open(dir.path, why)) << why;
+  ASSERT_TRUE(r.open(dir.path(), why)) << why;
   EXPECT_EQ(r.generation(), 0u);
   w.publish(7);
   EXPECT_EQ(r.generation(), 7u);
   // Another writer (a restarted daemon) keeps the file and its generation.
   HeadWriter w2;
-  ASSERT_TRUE(w2.open(dir.path, why)) << why;
+  ASSERT_TRUE(w2.open(dir.path(), why)) << why;
   EXPECT_EQ(r.generation(), 7u);
   w2.publish(8);
   EXPECT_EQ(r.generation(), 8u);
-  std::ofstream(dir.path / "head", std::ios::trunc);  // truncated by someone
+  std::ofstream(dir.path() / "head", std::ios::trunc);  // truncated by someone
   HeadReader damaged;
-  EXPECT_FALSE(damaged.open(dir.path, why));
+  EXPECT_FALSE(damaged.open(dir.path(), why));
 }
 
 }  // namespace

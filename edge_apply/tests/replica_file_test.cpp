@@ -4,6 +4,7 @@
 // for byte. After an intended format change, regenerate them with
 //   EDGESHARD_REGENERATE_TESTDATA=1 build/edgeshard_apply_tests --gtest_filter='ReplicaVectors.*'
 // and copy them to fuzz/corpus/replica_file/ (the fuzzer's seeds).
+#include "common/testing/temp_dir.hpp"
 #include "edge_apply/replica_file.hpp"
 
 #include "common/frame_codec.hpp"
@@ -42,25 +43,7 @@ using frame::load_u64;
 using frame::store_u32;
 using frame::store_u64;
 
-// A fresh directory under the test temp directory, removed at the end of the test.
-class TempDir {
- public:
-  // Creates the directory.
-  TempDir() {
-    std::string tmpl = (fs::path(testing::TempDir()) / "replica_file_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  // A path inside the directory.
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using edgeshard::testing_support::TempDir;
 
 // One record to write (and expect back).
 struct Rec {

@@ -1,6 +1,7 @@
 // TenantReplica: newest file wins, tombstones hide rows, scans merge files in key order, a
 // snapshot stays readable after the writer replaces files, refresh() follows the head file,
 // wait_for() waits for a bookmark, damage is refused.
+#include "common/testing/temp_dir.hpp"
 #include "edge_apply/tenant_replica.hpp"
 
 #include <gtest/gtest.h>
@@ -15,21 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A temporary data directory.
-struct TempDir {
-  fs::path path;
-  // Creates it.
-  TempDir() {
-    std::string tmpl = (fs::path(testing::TempDir()) / "tenant_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  // Removes it.
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using edgeshard::testing_support::TempDir;
 
 // The table every file of these tests holds (number differs per file on purpose).
 replica::Table orders(uint32_t table_no) {
@@ -61,7 +48,7 @@ class TenantReplicaTest : public testing::Test {
  protected:
   // Creates the tenant directory and its head file.
   void SetUp() override {
-    dir_ = tenant_dir(data_.path, "acme");
+    dir_ = tenant_dir(data_.path(), "acme");
     fs::create_directories(dir_);
     std::string why;
     ASSERT_TRUE(head_.open(dir_, why)) << why;
@@ -109,7 +96,7 @@ TEST_F(TenantReplicaTest, NewestFileWinsAndTombstonesHide) {
   write_file(dir_ / "d2", replica::FileKind::kDelta, 3, {{"b", "3"}, {"c", "3"}, {"e", ""}});
   publish({"base", "d1", "d2"}, 500);
   TenantReplica r;
-  ASSERT_TRUE(r.open(data_.path, "acme").ok());
+  ASSERT_TRUE(r.open(data_.path(), "acme").ok());
   const TableView* t = r.table("public.orders");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(r.table("orders"), t);
@@ -138,7 +125,7 @@ TEST_F(TenantReplicaTest, ASnapshotSurvivesTheWriterUntilRefresh) {
   write_file(dir_ / "base1", replica::FileKind::kBase, 1, {{"a", "1"}});
   publish({"base1"}, 100);
   TenantReplica r;
-  ASSERT_TRUE(r.open(data_.path, "acme").ok());
+  ASSERT_TRUE(r.open(data_.path(), "acme").ok());
   // Compaction: a new base replaces the old one, which is unlinked.
   write_file(dir_ / "base2", replica::FileKind::kBase, 1, {{"a", "2"}, {"b", "2"}});
   publish({"base2"}, 200);
@@ -157,7 +144,7 @@ TEST_F(TenantReplicaTest, WaitForFollowsTheAppliedPosition) {
   write_file(dir_ / "base", replica::FileKind::kBase, 1, {{"a", "1"}});
   publish({"base"}, 0x1000);
   TenantReplica r;
-  ASSERT_TRUE(r.open(data_.path, "acme").ok());
+  ASSERT_TRUE(r.open(data_.path(), "acme").ok());
   EXPECT_TRUE(r.wait_for("s1/0/1000", std::chrono::milliseconds(0)).ok());
   EXPECT_EQ(r.wait_for("s1/0/2000", std::chrono::milliseconds(20)).kind, ReplicaStatus::kTimeout);
   EXPECT_EQ(r.wait_for("s9/0/10", std::chrono::milliseconds(0)).kind, ReplicaStatus::kInvalid);
@@ -176,15 +163,15 @@ TEST_F(TenantReplicaTest, WaitForFollowsTheAppliedPosition) {
 
 TEST_F(TenantReplicaTest, RefusesUnpublishedMissingAndDamaged) {
   TenantReplica none;
-  EXPECT_EQ(none.open(data_.path, "other").kind, ReplicaStatus::kNotPublished);
+  EXPECT_EQ(none.open(data_.path(), "other").kind, ReplicaStatus::kNotPublished);
   write_file(dir_ / "base", replica::FileKind::kBase, 1, {{"a", std::string(5000, 'x')}, {"b", "1"}});
   publish({"base"}, 1, /*published=*/false);
   TenantReplica r;
-  EXPECT_EQ(r.open(data_.path, "acme").kind, ReplicaStatus::kNotPublished);
+  EXPECT_EQ(r.open(data_.path(), "acme").kind, ReplicaStatus::kNotPublished);
   publish({"base", "gone"}, 1);
-  EXPECT_FALSE(r.open(data_.path, "acme").ok());
+  EXPECT_FALSE(r.open(data_.path(), "acme").ok());
   publish({"base"}, 1);
-  ASSERT_TRUE(r.open(data_.path, "acme").ok());
+  ASSERT_TRUE(r.open(data_.path(), "acme").ok());
   // A flipped byte in the data block: refused by verify() and by a lookup, never returned.
   {
     std::fstream f(dir_ / "base", std::ios::in | std::ios::out | std::ios::binary);
@@ -196,7 +183,7 @@ TEST_F(TenantReplicaTest, RefusesUnpublishedMissingAndDamaged) {
     f.put(static_cast<char>(c ^ 0x10));
   }
   TenantReplica damaged;
-  ASSERT_TRUE(damaged.open(data_.path, "acme").ok());
+  ASSERT_TRUE(damaged.open(data_.path(), "acme").ok());
   EXPECT_EQ(damaged.verify().kind, ReplicaStatus::kCorrupt);
   replica::BlockCache fresh;
   RowRef row;

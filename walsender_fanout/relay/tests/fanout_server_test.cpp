@@ -5,6 +5,7 @@
 // use, shutdown), the status board, and the two regressions of the relay review: a slow
 // subscriber whose unsent records retention dropped, and a HELLO below the log's oldest record,
 // must get resync_required, never a silent gap.
+#include "common/testing/temp_dir.hpp"
 #include "walsender_fanout/relay/fanout_server.hpp"
 
 #include "common/frame_writer.hpp"
@@ -49,28 +50,7 @@ constexpr uint64_t kFloor = 100;
 // Longest any single wait of a test lasts, so a broken server fails a test instead of hanging it.
 constexpr auto kWait = 5s;
 
-// A directory removed at the end of the test.
-class TempDir {
- public:
-  // Creates a fresh directory.
-  TempDir() {
-    std::string tmpl = (fs::path(testing::TempDir()) / "fanout_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  // Removes it.
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  // Its path.
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using edgeshard::testing_support::TempDir;
 
 // Polls pred until it holds or timeout passes; whether it held.
 template <typename Pred>

@@ -4,6 +4,7 @@
 // regenerate the golden log with
 //   EDGESHARD_REGENERATE_TESTDATA=1 build/edgeshard_relay_tests --gtest_filter='GoldenLog.*'
 // and rebuild the fuzzer's seeds in fuzz/corpus/relay_log/ from it (see fuzz/README.md).
+#include "common/testing/temp_dir.hpp"
 #include "walsender_fanout/relay/frame_log.hpp"
 
 #include "common/frame_reader.hpp"
@@ -31,25 +32,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the test temp directory, removed at the end of the test.
-class TempDir {
- public:
-  // Creates the directory.
-  TempDir() {
-    std::string tmpl = (fs::path(testing::TempDir()) / "frame_log_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  // The directory.
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using edgeshard::testing_support::TempDir;
 
 // An expected record.
 struct Expected {

@@ -1,6 +1,7 @@
 // Ingest: whole transactions become visible at markers, duplicates after a reconnect are
 // skipped, corrupt or disordered input is refused, recovery cuts what follows the last marker,
 // retention raises the floor before it drops segments.
+#include "common/testing/temp_dir.hpp"
 #include "walsender_fanout/relay/ingest.hpp"
 
 #include "common/frame_reader.hpp"
@@ -18,26 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A directory removed at the end of the test.
-class TempDir {
- public:
-  // Creates a fresh directory.
-  TempDir() {
-    std::string tmpl = (fs::path(testing::TempDir()) / "ingest_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  // Removes it.
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  // Its path.
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using edgeshard::testing_support::TempDir;
 
 // One frame of the transaction committed at key, for tenant (empty: MANY_TENANTS), with a row.
 std::vector<uint8_t> make_frame(uint64_t key, const std::string& tenant, uint32_t sequence = 0,

@@ -1,5 +1,6 @@
 // relay.state round trips, refuses damage, and survives a restart; the configuration table
 // parses files and flags and refuses bad values with the setting's name.
+#include "common/testing/temp_dir.hpp"
 #include "walsender_fanout/relay/relay_config.hpp"
 #include "walsender_fanout/relay/relay_state.hpp"
 #include "walsender_fanout/relay/token_store.hpp"
@@ -15,21 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh temporary directory (removed at the end).
-struct TempDir {
-  fs::path path;
-  // Creates it.
-  TempDir() {
-    std::string tmpl = (fs::path(testing::TempDir()) / "state_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
-  }
-  // Removes it.
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using edgeshard::testing_support::TempDir;
 
 // Writes text to path.
 void write_file(const fs::path& path, const std::string& text) {
@@ -58,7 +45,7 @@ TEST(RelayState, RoundTripsAndRefusesDamage) {
 TEST(RelayState, RegistryPersistsFloorAndAcks) {
   TempDir dir;
   {
-    Registry r(dir.path);
+    Registry r(dir.path());
     EXPECT_EQ(r.floor(), 0u);
     EXPECT_EQ(r.min_acked(), UINT64_MAX);
     r.raise_floor(500);  // saved at once
@@ -72,7 +59,7 @@ TEST(RelayState, RegistryPersistsFloorAndAcks) {
     r.save_if_dirty();
   }
   {
-    Registry r(dir.path);
+    Registry r(dir.path());
     EXPECT_EQ(r.floor(), 500u);
     EXPECT_EQ(r.min_acked(), 700u);
     r.raise_floor(400);  // the floor only rises
@@ -82,13 +69,13 @@ TEST(RelayState, RegistryPersistsFloorAndAcks) {
     EXPECT_FALSE(r.acked("a", acked));
     EXPECT_EQ(r.min_acked(), 900u);
   }
-  write_file(dir.path / "relay.state", "edgeshard-relay-state 1\nfloor 0/1F4\nchecksum 0000000000000000\n");
-  EXPECT_THROW(Registry{dir.path}, StateError);
+  write_file(dir.path() / "relay.state", "edgeshard-relay-state 1\nfloor 0/1F4\nchecksum 0000000000000000\n");
+  EXPECT_THROW(Registry{dir.path()}, StateError);
 }
 
 TEST(RelayConfig, FileThenFlags) {
   TempDir dir;
-  write_file(dir.path / "relay.conf",
+  write_file(dir.path() / "relay.conf",
              "# a relay\n"
              "name = 'edge-relay-1'   # comment\n"
              "data_dir = '/var/lib/x'\n"
@@ -96,7 +83,7 @@ TEST(RelayConfig, FileThenFlags) {
              "token = 'it''s secret#1'\n"
              "segment_bytes = 16MB\n"
              "create_slot = off\n");
-  const std::string conf = (dir.path / "relay.conf").string();
+  const std::string conf = (dir.path() / "relay.conf").string();
   const char* argv[] = {"edgeshard-relay", "--config", conf.c_str(), "--sync-interval-ms=25",
                         "--listen", "127.0.0.1:7000"};
   const CommandLine cl = parse_command_line(6, argv);
@@ -140,18 +127,18 @@ TEST(RelayConfig, RefusesBadSettingsByName) {
 
 TEST(TokenStore, PerNameTokensOverrideTheSharedOne) {
   TempDir dir;
-  write_file(dir.path / "tokens", "# name token\nedge-1 s3cret\nedge-2   other  \n");
+  write_file(dir.path() / "tokens", "# name token\nedge-1 s3cret\nedge-2   other  \n");
   TokenStore t;
-  t.load("shared", (dir.path / "tokens").string());
+  t.load("shared", (dir.path() / "tokens").string());
   EXPECT_TRUE(t.check("edge-1", "s3cret"));
   EXPECT_FALSE(t.check("edge-1", "shared"));
   EXPECT_TRUE(t.check("edge-2", "other"));
   EXPECT_TRUE(t.check("edge-9", "shared"));
   EXPECT_FALSE(t.check("edge-9", "shared "));
-  t.load("", (dir.path / "tokens").string());
+  t.load("", (dir.path() / "tokens").string());
   EXPECT_FALSE(t.check("edge-9", ""));
-  write_file(dir.path / "bad", "edge-1 a b\n");
-  EXPECT_THROW(t.load("", (dir.path / "bad").string()), ConfigError);
+  write_file(dir.path() / "bad", "edge-1 a b\n");
+  EXPECT_THROW(t.load("", (dir.path() / "bad").string()), ConfigError);
 }
 
 }  // namespace
