@@ -5,6 +5,7 @@
 // use, shutdown), the status board, and the two regressions of the relay review: a slow
 // subscriber whose unsent records retention dropped, and a HELLO below the log's oldest record,
 // must get resync_required, never a silent gap.
+#include "walsender_fanout/relay/tests/test_frames.hpp"
 #include "common/testing/temp_dir.hpp"
 #include "walsender_fanout/relay/fanout_server.hpp"
 
@@ -63,28 +64,6 @@ bool wait_until(Pred pred, std::chrono::milliseconds timeout = kWait) {
   return true;
 }
 
-// Frame number `sequence` of the transaction committed at key, for tenant (empty: MANY_TENANTS),
-// with one row of value_bytes; `last` closes the transaction (as ingest_test.cpp builds them).
-std::vector<uint8_t> make_frame(uint64_t key, const std::string& tenant, uint32_t sequence, bool last,
-                                size_t value_bytes) {
-  frame::Writer w(frame::Compression::kNone);
-  if (sequence == 0) w.begin(7, key, 1000);
-  w.insert_begin(16384, 1);
-  const std::string value(value_bytes, static_cast<char>('a' + sequence % 26));
-  w.value_text(value.data(), value.size());
-  if (last) w.commit(key, key + 8, 1000);
-  frame::Fields f;
-  f.tenant_key = tenant;
-  f.many_tenants = tenant.empty();
-  f.last = last;
-  f.xid = 7;
-  f.sequence = sequence;
-  f.first_lsn = f.last_lsn = key - 1;
-  f.commit_lsn = key;
-  f.commit_time_us = 1000;
-  const auto bytes = w.seal(f);
-  return {bytes.begin(), bytes.end()};
-}
 
 // A frame fed to the relay: the reference every subscriber's stream is checked against.
 struct Fed {

@@ -1,6 +1,7 @@
 // Ingest: whole transactions become visible at markers, duplicates after a reconnect are
 // skipped, corrupt or disordered input is refused, recovery cuts what follows the last marker,
 // retention raises the floor before it drops segments.
+#include "walsender_fanout/relay/tests/test_frames.hpp"
 #include "common/testing/temp_dir.hpp"
 #include "walsender_fanout/relay/ingest.hpp"
 
@@ -21,27 +22,6 @@ namespace fs = std::filesystem;
 
 using edgeshard::testing_support::TempDir;
 
-// One frame of the transaction committed at key, for tenant (empty: MANY_TENANTS), with a row.
-std::vector<uint8_t> make_frame(uint64_t key, const std::string& tenant, uint32_t sequence = 0,
-                                bool last = true, size_t value_bytes = 8) {
-  frame::Writer w(frame::Compression::kNone);
-  if (sequence == 0) w.begin(7, key, 1000);
-  w.insert_begin(16384, 1);
-  const std::string value(value_bytes, 'v');
-  w.value_text(value.data(), value.size());
-  if (last) w.commit(key, key + 8, 1000);
-  frame::Fields f;
-  f.tenant_key = tenant;
-  f.many_tenants = tenant.empty();
-  f.last = last;
-  f.xid = 7;
-  f.sequence = sequence;
-  f.first_lsn = f.last_lsn = key - 1;
-  f.commit_lsn = key;
-  f.commit_time_us = 1000;
-  const auto bytes = w.seal(f);
-  return {bytes.begin(), bytes.end()};
-}
 
 // A relay's write path over a log in a temporary directory.
 class IngestTest : public testing::Test {
