@@ -49,15 +49,6 @@ bool write_all(int fd, std::string_view data) {
   return true;
 }
 
-// fsyncs a directory.
-bool fsync_dir(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  return ok;
-}
-
 // A tenant key or shard name must be one token of the text format.
 bool is_token(std::string_view s) {
   if (s.empty()) return false;
@@ -68,6 +59,18 @@ bool is_token(std::string_view s) {
 }
 
 }  // namespace
+
+bool fsync_directory(const std::filesystem::path& dir, std::string& why) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    why = "could not open directory " + dir.string() + ": " + errno_text();
+    return false;
+  }
+  const bool ok = ::fsync(fd) == 0;
+  if (!ok) why = "could not fsync directory " + dir.string() + ": " + errno_text();
+  ::close(fd);
+  return ok;
+}
 
 std::string encode_manifest(const Manifest& m) {
   std::string out = kManifestHeader;
@@ -154,10 +157,11 @@ bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::st
     why = "could not write " + tmp.string() + ": " + err;
     return false;
   }
-  if (::rename(tmp.c_str(), (dir / "manifest").c_str()) != 0 || !fsync_dir(dir)) {
+  if (::rename(tmp.c_str(), (dir / "manifest").c_str()) != 0) {
     why = "could not put the manifest in place in " + dir.string() + ": " + errno_text();
     return false;
   }
+  if (!fsync_directory(dir, why)) return false;
   return true;
 }
 
@@ -193,11 +197,11 @@ bool HeadWriter::open(const std::filesystem::path& dir, std::string& why) {
     char bytes[kHeadBytes] = {};
     std::memcpy(bytes, kHeadMagic, 4);
     bytes[4] = 1;  // version
-    if (::pwrite(fd_, bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes) || ::fsync(fd_) != 0 ||
-        !fsync_dir(dir)) {
+    if (::pwrite(fd_, bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes) || ::fsync(fd_) != 0) {
       why = "could not initialise " + path.string() + ": " + errno_text();
       return false;
     }
+    if (!fsync_directory(dir, why)) return false;
   }
   map_ = ::mmap(nullptr, kHeadBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
   if (map_ == MAP_FAILED) {

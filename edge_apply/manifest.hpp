@@ -53,6 +53,9 @@ std::string encode_manifest(const Manifest& m);
 // Parses encode_manifest()'s text; false with why (naming the line) when it is damaged.
 bool decode_manifest(std::string_view text, Manifest& out, std::string& why);
 
+// fsyncs a directory so that the renames and unlinks in it are durable; false with why.
+bool fsync_directory(const std::filesystem::path& dir, std::string& why);
+
 // Writes dir/manifest atomically and durably; false with why on an I/O error.
 bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::string& why);
 

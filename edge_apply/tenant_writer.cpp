@@ -30,19 +30,6 @@ namespace {
 // The text of errno, for messages.
 std::string errno_text(int e) { return ::strerror(e); }
 
-// fsyncs a directory so that renames and unlinks in it are durable.
-bool fsync_dir(const fs::path& dir, std::string& why) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    why = "could not open directory " + dir.string() + ": " + errno_text(errno);
-    return false;
-  }
-  const bool ok = ::fsync(fd) == 0;
-  const int e = errno;
-  ::close(fd);
-  if (!ok) why = "could not fsync directory " + dir.string() + ": " + errno_text(e);
-  return ok;
-}
 
 // A replica file's name: "<prefix>-<sequence as 16 hex digits>.esr".
 std::string file_name(const char* prefix, uint64_t sequence) {
@@ -252,7 +239,7 @@ void TenantWriter::Impl::remove_orphans() {
     if (fs::remove(de.path(), rec)) removed = true;
   }
   std::string why;
-  if (removed) (void)fsync_dir(dir, why);  // best effort: a leftover is removed next time
+  if (removed) (void)fsync_directory(dir, why);  // best effort: a leftover is removed next time
 }
 
 uint64_t TenantWriter::applied(std::string_view shard) const {
@@ -682,7 +669,7 @@ WriterStatus TenantWriter::Impl::write_file(
     return fail(WriterStatus::kIo, "could not rename " + tmp.string() + ": " + errno_text(e));
   }
   std::string why;
-  if (!fsync_dir(dir, why)) {
+  if (!fsync_directory(dir, why)) {
     fs::remove(path, ec);
     return fail(WriterStatus::kIo, why);
   }
@@ -837,7 +824,7 @@ WriterStatus TenantWriter::compact(bool force, bool* compacted) {
   std::error_code ec;
   for (const LiveFile& lf : old) fs::remove(s.dir / lf.entry.name, ec);
   std::string why;
-  (void)fsync_dir(s.dir, why);  // best effort: open() removes leftovers
+  (void)fsync_directory(s.dir, why);  // best effort: open() removes leftovers
   if (compacted != nullptr) *compacted = true;
   return {};
 }
