@@ -22,24 +22,7 @@ my $seed = $ENV{RELAY_TEST_SEED} // time();
 srand($seed);
 note("random seed $seed (set RELAY_TEST_SEED to repeat)");
 
-my $node = PostgreSQL::Test::Cluster->new('primary');
-$node->init;
-$node->append_conf('postgresql.conf', q{
-wal_level = logical
-max_wal_senders = 10
-max_replication_slots = 10
-output_plugin_libraries = 'pgoutput, test_decoding, edgeshard'
-edgeshard.node_name = 's1'
-});
-$node->start;
-my $conn = $node->connstr('postgres');
-my $conninfo = $conn =~ s/'/''/gr;
-$node->safe_psql('postgres', qq{
-	CREATE EXTENSION edgeshard;
-	SELECT edgeshard.add_shard('s1', '$conninfo');
-	CREATE TABLE items (tenant_id bigint, id int, v text, PRIMARY KEY (tenant_id, id));
-	SELECT edgeshard.distribute_table('items', 'tenant_id');
-});
+my ($node, $conn) = start_primary();
 # Many small transactions over 8 tenants, some touching two tenants; a commit each.
 $node->safe_psql('postgres', q{
 CREATE PROCEDURE workload(k0 int, n int, pause float8) LANGUAGE plpgsql AS $$

@@ -14,7 +14,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
-our @EXPORT = qw(start_relay stop_relay kill_relay relay_metrics metric wait_until lsn_num
+our @EXPORT = qw(start_primary start_relay stop_relay kill_relay relay_metrics metric wait_until lsn_num
   start_subscriber stop_subscriber frame_lines tenant_lines relay_log);
 
 # LSN text X/Y as a number.
@@ -23,6 +23,32 @@ sub lsn_num
 	my ($lsn) = @_;
 	my ($hi, $lo) = split m{/}, $lsn;
 	return hex($hi) * 4294967296 + hex($lo);
+}
+
+# Starts shard primary s1 for the relay tests: logical decoding with the edgeshard plugin allowed,
+# the extension, this node registered as shard s1, and table items(tenant_id, id, v) distributed
+# by tenant_id. Returns the node and its connection string.
+sub start_primary
+{
+	my $node = PostgreSQL::Test::Cluster->new('primary');
+	$node->init;
+	$node->append_conf('postgresql.conf', q{
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+output_plugin_libraries = 'pgoutput, test_decoding, edgeshard'
+edgeshard.node_name = 's1'
+});
+	$node->start;
+	my $conn = $node->connstr('postgres');
+	my $conninfo = $conn =~ s/'/''/gr;
+	$node->safe_psql('postgres', qq{
+		CREATE EXTENSION edgeshard;
+		SELECT edgeshard.add_shard('s1', '$conninfo');
+		CREATE TABLE items (tenant_id bigint, id int, v text, PRIMARY KEY (tenant_id, id));
+		SELECT edgeshard.distribute_table('items', 'tenant_id');
+	});
+	return ($node, $conn);
 }
 
 # Polls $cond (a sub) every 100 ms until it returns true; fails the test after the default
