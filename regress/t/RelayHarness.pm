@@ -173,18 +173,27 @@ sub relay_log
 	return PostgreSQL::Test::Utils::slurp_file($r->{log});
 }
 
-# Starts edgeshard-dump --relay in the background: name, relay, and optional tenants (array),
-# start, endpos, position_file, token. Returns a hash with handle, out (scalar ref), err.
-sub start_subscriber
+# The edgeshard-dump --relay command of a subscriber: name, relay, and optional tenants (array),
+# start, endpos, position_file.
+sub subscriber_command
 {
 	my (%o) = @_;
-	my ($out, $err) = ('', '');
 	my @cmd = ('edgeshard-dump', '--relay', "127.0.0.1:$o{relay}{port}", '--name', $o{name},
 		'--format', 'frames');
 	push @cmd, '--tenants', join(',', @{ $o{tenants} }) if $o{tenants} && @{ $o{tenants} };
 	push @cmd, '--start', $o{start} if defined $o{start};
 	push @cmd, '--endpos', $o{endpos} if defined $o{endpos};
 	push @cmd, '--position-file', $o{position_file} if defined $o{position_file};
+	return @cmd;
+}
+
+# Starts edgeshard-dump --relay in the background: name, relay, and optional tenants (array),
+# start, endpos, position_file, token. Returns a hash with handle, out (scalar ref), err.
+sub start_subscriber
+{
+	my (%o) = @_;
+	my ($out, $err) = ('', '');
+	my @cmd = subscriber_command(%o);
 	local $ENV{EDGESHARD_RELAY_TOKEN} = $o{token} // $ENV{EDGESHARD_RELAY_TOKEN};
 	my %s = (%o, out => \$out, err => \$err);
 	$s{handle} = IPC::Run::start(\@cmd, '>', \$out, '2>', \$err);
@@ -363,12 +372,7 @@ sub start_file_subscriber
 {
 	my (%o) = @_;
 	my $err = '';
-	my @cmd = ('edgeshard-dump', '--relay', "127.0.0.1:$o{relay}{port}", '--name', $o{name},
-		'--format', 'frames');
-	push @cmd, '--tenants', join(',', @{ $o{tenants} }) if $o{tenants} && @{ $o{tenants} };
-	push @cmd, '--start', $o{start} if defined $o{start};
-	push @cmd, '--endpos', $o{endpos} if defined $o{endpos};
-	push @cmd, '--position-file', $o{position_file} if defined $o{position_file};
+	my @cmd = subscriber_command(%o);
 	local $ENV{EDGESHARD_RELAY_TOKEN} = $o{token} // $ENV{EDGESHARD_RELAY_TOKEN};
 	my %s = (%o, err => \$err);
 	$s{handle} = IPC::Run::start(\@cmd, '>>', $o{file}, '2>', \$err);
