@@ -1,0 +1,66 @@
+// The applier thread of edgeshard-apply: owns every TenantWriter and every shard's RelationMap,
+// takes the shard streams' events in order and applies them (groups, TRUNCATE, RELATION,
+// positions); every flush_interval it publishes each tenant with pending rows (and, at most every
+// position_flush_interval, tenants whose position only moved), then sets each shard's ack to the
+// smallest position all of that shard's tenants have made durable.
+//
+// Correctness: a shard's position P (the applier's "everything below P was handed over") only
+// comes from KEEPALIVEs and from frame keys (a frame with key K means every transaction below K
+// is complete), so advancing a tenant to P never skips a group still on its way. Acks never pass
+// a tenant's manifest; a restart starts each shard at the smallest manifest position (0, the
+// relay's registered ack, when a tenant has none), and TenantWriter skips groups it already has.
+#pragma once
+
+#include "common/no_postgres.hpp"
+
+#include "edge_apply/daemon/apply_config.hpp"
+#include "edge_apply/daemon/event_queue.hpp"
+#include "edge_apply/daemon/shard_stream.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+
+namespace edgeshard::apply::daemon {
+
+// Counters of the applier (read by /metrics).
+struct ApplierStats {
+  std::atomic<uint64_t> tenants{0};         // open tenant writers
+  std::atomic<uint64_t> broken_tenants{0};  // tenants that stopped applying (need a resync)
+  std::atomic<uint64_t> flushes{0};         // tenant flushes that published a manifest
+  std::atomic<uint64_t> flush_cycles{0};
+  std::atomic<uint64_t> groups_applied{0};
+  std::atomic<uint64_t> groups_skipped{0};  // already applied (resent after a reconnect/restart)
+  std::atomic<uint64_t> groups_ignored{0};  // of tenants not served here
+  std::atomic<uint64_t> truncates{0};
+  std::atomic<uint64_t> relations{0};
+  std::atomic<uint64_t> compactions{0};
+};
+
+class Applier {
+ public:
+  // An applier over config's data_dir and the shards' states (same order as config.shards).
+  Applier(const ApplyConfig& config, std::deque<ShardState>& shards, EventQueue& queue);
+  ~Applier();
+  Applier(const Applier&) = delete;
+  Applier& operator=(const Applier&) = delete;
+
+  // Opens the writer of every served tenant already on disk and sets each shard's acked
+  // position to where its stream must start; false (logged) on a fatal error.
+  bool open_existing();
+
+  // Applies events until stop, then (once every stream is quiet) the rest of the queue, a final
+  // flush and acks, and sets done. False when it stopped on a fatal error (an I/O failure).
+  bool run(const std::atomic<bool>& stop, std::atomic<bool>& done);
+
+  // Counters.
+  const ApplierStats& stats() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgeshard::apply::daemon

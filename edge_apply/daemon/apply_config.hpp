@@ -1,0 +1,74 @@
+// edgeshard-apply's configuration: one table of settings with defaults and descriptions (as
+// edgeshard-relay's relay_config.hpp), read from a file of `key = value` lines ('#' comments)
+// and overridden by `--key=value` flags. `shard` may be given several times (one upstream relay
+// per shard); --shard flags replace the file's shard list. Start-up errors throw ConfigError.
+#pragma once
+
+#include "common/no_postgres.hpp"
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace edgeshard::apply::daemon {
+
+// A bad configuration file, flag or value.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// One shard's upstream: `NAME=HOST:PORT[,HOST:PORT...]` (relays tried in order).
+struct ShardUpstream {
+  std::string shard;  // shard name (edgeshard.shards.name), as the manifests record it
+  std::string hosts;  // RelayClient host list
+};
+
+// Every setting of the apply daemon (the table in apply_config.cpp documents each one).
+struct ApplyConfig {
+  std::string name = "edge";
+  std::string data_dir;
+  std::vector<ShardUpstream> shards;
+  std::string token;
+  std::string tenants = "all";
+  int64_t flush_interval_ms = 20;
+  int64_t position_flush_interval_ms = 1000;
+  int64_t compact_deltas = 8;
+  bool compress = true;
+  int64_t queue_bytes = int64_t{64} << 20;
+  int64_t connect_timeout_ms = 5000;
+  int64_t reconnect_min_ms = 100;
+  int64_t reconnect_max_ms = 5000;
+  std::string metrics_listen;
+  std::string log_level = "info";
+
+  // The tenant keys of `tenants` (empty for "all").
+  std::vector<std::string> tenant_list() const;
+};
+
+// What the command line asked for.
+struct CommandLine {
+  bool help = false;
+  ApplyConfig config;
+};
+
+// Parses argv: --config FILE is read first, then every --key=value / --key value overrides it;
+// the token falls back to env EDGESHARD_RELAY_TOKEN; then the whole configuration is validated.
+// Throws ConfigError.
+CommandLine parse_command_line(int argc, const char* const* argv);
+
+// Reads `key = value` lines of file into config (values may be single-quoted, '' for a quote).
+void read_config_file(const std::string& path, ApplyConfig& config);
+
+// Sets one setting from its text (`shard` appends); throws ConfigError on an unknown key or a
+// bad value.
+void set_setting(ApplyConfig& config, const std::string& key, const std::string& value);
+
+// Checks the settings together (required ones, ranges); throws ConfigError.
+void validate(const ApplyConfig& config);
+
+// The --help text, generated from the settings table.
+std::string usage_text();
+
+}  // namespace edgeshard::apply::daemon

@@ -1,0 +1,144 @@
+// edgeshard-apply: keeps an edge's tenant replicas up to date from one relay per shard (DESIGN.md
+// section 6; streaming only, the initial copy of a new tenant is not implemented yet). Threads:
+// one stream per shard (relay connection, frame checks, group assembly, acks), one applier
+// (tenant writers, flushes), metrics; the main thread waits for SIGTERM/SIGINT.
+#include "common/lsn.hpp"
+#include "edge_apply/daemon/applier.hpp"
+#include "edge_apply/daemon/apply_config.hpp"
+#include "edge_apply/daemon/apply_metrics.hpp"
+#include "edge_apply/daemon/event_queue.hpp"
+#include "edge_apply/daemon/shard_stream.hpp"
+#include "walsender_fanout/relay/fanout_server.hpp"
+#include "walsender_fanout/relay/log_line.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace edgeshard::apply::daemon;
+using edgeshard::relay::Level;
+using edgeshard::relay::log;
+
+// Exit statuses.
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+
+// Runs the daemon after the configuration was read; returns the exit status.
+int run_apply(const ApplyConfig& config) {
+  Level level = Level::kInfo;
+  if (!edgeshard::relay::parse_log_level(config.log_level, level)) {
+    std::fprintf(stderr, "edgeshard-apply: invalid log_level \"%s\"\n", config.log_level.c_str());
+    return kExitUsage;
+  }
+  edgeshard::relay::set_log_level(level);
+
+  // Signals are taken by the main thread only: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(config.data_dir) / "tenants", ec);
+  if (ec) {
+    log(Level::kError, "startup_failed", {{"error", "cannot create data_dir: " + ec.message()}});
+    return kExitFailed;
+  }
+  std::deque<ShardState> shards;  // a deque: ShardState holds atomics and never moves
+  for (const ShardUpstream& u : config.shards) {
+    ShardState& s = shards.emplace_back();
+    s.shard = u.shard;
+    s.hosts = u.hosts;
+  }
+  EventQueue queue(static_cast<size_t>(config.queue_bytes));
+  Applier applier(config, shards, queue);
+  if (!applier.open_existing()) return kExitFailed;
+
+  int metrics_fd = -1;
+  try {
+    if (!config.metrics_listen.empty()) metrics_fd = edgeshard::relay::listen_on(config.metrics_listen);
+  } catch (const std::exception& e) {
+    log(Level::kError, "startup_failed", {{"error", e.what()}});
+    return kExitFailed;
+  }
+  log(Level::kInfo, "apply_started",
+      {{"name", config.name}, {"data_dir", config.data_dir}, {"shards", std::to_string(shards.size())},
+       {"tenants", config.tenants}, {"metrics", config.metrics_listen},
+       {"flush_interval_ms", std::to_string(config.flush_interval_ms)},
+       {"initial_copy", "not implemented: new tenants replicate from the stream only"}});
+
+  std::atomic<bool> stop{false};
+  std::atomic<bool> applier_done{false};
+  std::atomic<bool> failed{false};
+  std::thread applier_thread([&] {
+    if (!applier.run(stop, applier_done)) {
+      failed = true;
+      ::kill(::getpid(), SIGTERM);
+    }
+  });
+  std::vector<std::thread> streams;
+  const std::vector<std::string> tenants = config.tenant_list();
+  for (size_t i = 0; i < shards.size(); ++i) {
+    StreamOptions o;
+    o.shard_index = i;
+    o.name = config.name;
+    o.token = config.token;
+    o.tenants = tenants;
+    o.start = shards[i].acked.load();
+    o.connect_timeout_ms = static_cast<int>(config.connect_timeout_ms);
+    o.reconnect_min_ms = static_cast<int>(config.reconnect_min_ms);
+    o.reconnect_max_ms = static_cast<int>(config.reconnect_max_ms);
+    streams.emplace_back([&shards, &queue, &stop, &applier_done, o, i] {
+      run_shard_stream(o, shards[i], queue, stop, applier_done);
+    });
+  }
+  MetricsSources sources{config.name, &shards, &applier.stats(), &queue};
+  std::thread metrics_thread;
+  if (metrics_fd >= 0) metrics_thread = std::thread([&] { serve_metrics(metrics_fd, sources, stop); });
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) == 0) break;
+  }
+  log(Level::kInfo, "apply_stopping", {{"reason", failed ? "fatal error" : "signal"}});
+  stop = true;
+  applier_thread.join();
+  for (std::thread& t : streams) t.join();
+  if (metrics_thread.joinable()) metrics_thread.join();
+  std::string acked;
+  for (const ShardState& s : shards) {
+    acked += (acked.empty() ? "" : ",") + s.shard + "@" + edgeshard::format_lsn(s.acked.load());
+  }
+  log(Level::kInfo, "apply_stopped", {{"acked", acked}});
+  return failed ? kExitFailed : kExitOk;
+}
+
+}  // namespace
+
+// Parses the command line and runs the daemon.
+int main(int argc, char** argv) {
+  CommandLine cl;
+  try {
+    cl = parse_command_line(argc, argv);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "edgeshard-apply: %s\n", e.what());
+    return kExitUsage;
+  }
+  if (cl.help) {
+    std::fputs(usage_text().c_str(), stdout);
+    return kExitOk;
+  }
+  return run_apply(cl.config);
+}
