@@ -25,11 +25,14 @@ constexpr char kUsage[] =
     "       edgeshard-replica scan DATA_DIR TENANT TABLE [--from V...] [--to V...] [--limit N]\n"
     "       edgeshard-replica verify DATA_DIR [TENANT...]\n"
     "       edgeshard-replica stats DATA_DIR TENANT\n"
+    "       edgeshard-replica wait DATA_DIR TENANT BOOKMARK [TIMEOUT_MS]\n"
     "\n"
     "Reads the replica files the apply daemon keeps under DATA_DIR/tenants/. Rows print as JSON\n"
     "objects; KEY_VALUEs are the primary key's values in key order, as PostgreSQL text (\"42\",\n"
     "\"acme\", a uuid). scan --from/--to take key prefixes (values of the first key columns), to\n"
-    "exclusive. verify checks every block and whole-file checksum of every live file.\n"
+    "exclusive. verify checks every block and whole-file checksum of every live file. wait\n"
+    "returns once the write behind BOOKMARK (edgeshard.bookmark() on the primary) is readable\n"
+    "here (read your writes), or fails after TIMEOUT_MS (default 5000).\n"
     "\n"
     "Exit status: 0 ok; 1 not found (get) or corruption (verify, or any read); 2 usage; 3 the\n"
     "replica cannot be opened (absent, not published yet, unreadable).\n";
@@ -49,7 +52,7 @@ int usage(const char* why) {
 int report(const ReplicaStatus& st) {
   std::fprintf(stderr, "edgeshard-replica: %s\n", st.message.c_str());
   if (st.kind == ReplicaStatus::kNotFound) return kExitFound;
-  if (st.kind == ReplicaStatus::kCorrupt) return kExitFound;
+  if (st.kind == ReplicaStatus::kCorrupt || st.kind == ReplicaStatus::kTimeout) return kExitFound;
   return kExitOpen;
 }
 
@@ -211,6 +214,19 @@ int main(int argc, char** argv) {
   if (cmd == "verify") return cmd_verify(data_dir, std::vector<std::string>(argv + 3, argv + argc));
   if (argc < 4) return usage("missing TENANT");
   if (cmd == "stats") return cmd_stats(data_dir, argv[3]);
+  if (cmd == "wait") {
+    if (argc < 5) return usage("missing BOOKMARK");
+    TenantReplica r;
+    int status = kExitOk;
+    if (!open_tenant(r, data_dir, argv[3], status)) return status;
+    const long timeout_ms = argc > 5 ? std::strtol(argv[5], nullptr, 10) : 5000;
+    const auto started = std::chrono::steady_clock::now();
+    const ReplicaStatus st = r.wait_for(argv[4], std::chrono::milliseconds(timeout_ms));
+    if (!st.ok()) return report(st);
+    std::printf("readable after %.1f ms\n", std::chrono::duration<double, std::milli>(
+                                                  std::chrono::steady_clock::now() - started).count());
+    return kExitOk;
+  }
   if (argc < 5) return usage("missing TABLE");
   TenantReplica r;
   int status = kExitOk;
