@@ -486,12 +486,18 @@ CodecStatus decode_key_column(uint32_t type, std::string_view& key, std::string&
     case KeyKind::kNumeric:
       return read_numeric_key(key, send);
     case KeyKind::kBpchar:
-    case KeyKind::kBytes:
-      if (!read_escaped(key, send)) return bad_key(type, "unterminated or badly escaped");
+    case KeyKind::kBytes: {
+      // Read from a copy of the view: a refused column leaves key as it was.
+      std::string_view rest = key;
+      if (!read_escaped(rest, send)) return bad_key(type, "unterminated or badly escaped");
       if (kind == KeyKind::kBpchar && !send.empty() && send.back() == ' ') {
         return bad_key(type, "trailing space");
       }
+      // encode_key_column() refuses longer names (namerecv's limit): never a valid key.
+      if (type == type_oid::kName && send.size() > 63) return bad_key(type, "longer than 63 bytes");
+      key = rest;
       return {};
+    }
   }
   key.remove_prefix(width);
   return {};

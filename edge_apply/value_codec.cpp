@@ -1445,7 +1445,12 @@ CodecStatus value_as_timestamp_us(uint32_t type, const frame::Value& v, int64_t&
       out = days == kDateNoBegin ? kTimestampNoBegin : kTimestampNoEnd;
       return {};
     }
-    pg = int64_t{days} * kUsecsPerDay;  // |days| < 2^31: fits
+    // A date after year 294247 has no timestamp: refuse it before the product overflows.
+    if (days > (kTimestampNoEnd - kPostgresEpochUnixUs - 1) / kUsecsPerDay) {
+      return fail(CodecError::kOutOfRange, "value of type " + type_name(type) +
+                                               " does not fit microseconds since 1970 in 64 bits");
+    }
+    pg = int64_t{days} * kUsecsPerDay;  // negative days are bounded at Julian day 0
   } else {
     pg = static_cast<int64_t>(load_be(v.data.data(), 8));
     if (pg == kTimestampNoBegin || pg == kTimestampNoEnd) {

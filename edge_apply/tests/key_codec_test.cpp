@@ -936,5 +936,23 @@ TEST(KeyCodecOrderInfo, SqlOrderAndPrefixEnds) {
   EXPECT_EQ(key_prefix_end(std::string("a\0", 2)), std::string("a\1", 2));
 }
 
+// Regressions found by fuzz/replica_codec_fuzz.cpp: a refused column leaves the key as it was,
+// and a key no encoder produces is refused.
+TEST(KeyCodecRegressions, RefusedColumnsConsumeNothing) {
+  const std::string bpchar_with_space("a \x00\x01", 4);
+  std::string_view key = bpchar_with_space;
+  std::string send;
+  EXPECT_EQ(decode_key_column(type_oid::kBpchar, key, send).error, CodecError::kBadKey);
+  EXPECT_EQ(key.size(), bpchar_with_space.size()) << "a refused bpchar column must not be consumed";
+  const std::string long_name = std::string(64, 'a') + std::string("\x00\x01", 2);
+  key = long_name;
+  EXPECT_EQ(decode_key_column(type_oid::kName, key, send).error, CodecError::kBadKey);
+  EXPECT_EQ(key.size(), long_name.size());
+  const std::string ok_name = std::string(63, 'a') + std::string("\x00\x01", 2);
+  key = ok_name;
+  EXPECT_TRUE(decode_key_column(type_oid::kName, key, send).ok());
+  EXPECT_TRUE(key.empty());
+}
+
 }  // namespace
 }  // namespace edgeshard::apply

@@ -947,5 +947,17 @@ TEST(ValueCodecFloats, ShortestRoundTripLikePostgres) {
   }
 }
 
+// Regression found by fuzz/replica_codec_fuzz.cpp: a date with no timestamp in 64 bits of
+// microseconds since 1970 (after year 294247) is out of range, not an overflow.
+TEST(ValueCodecRegressions, FarFutureDateIsOutOfRangeAsTimestamp) {
+  const std::string latest_date("\x7f\xda\x97\x0c", 4);  // 5874897-12-31, the largest date
+  int64_t us = 0;
+  EXPECT_EQ(value_as_timestamp_us(type_oid::kDate, frame::Value{frame::ValueKind::kBinary, latest_date}, us).error,
+            CodecError::kOutOfRange);
+  const std::string y2000("\x00\x00\x00\x00", 4);
+  ASSERT_TRUE(value_as_timestamp_us(type_oid::kDate, frame::Value{frame::ValueKind::kBinary, y2000}, us).ok());
+  EXPECT_EQ(us, kPostgresEpochUnixUs);
+}
+
 }  // namespace
 }  // namespace edgeshard::apply
