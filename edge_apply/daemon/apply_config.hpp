@@ -1,23 +1,21 @@
 // edgeshard-apply's configuration: one table of settings with defaults and descriptions (as
 // edgeshard-relay's relay_config.hpp), read from a file of `key = value` lines ('#' comments)
-// and overridden by `--key=value` flags. `shard` may be given several times (one upstream relay
-// per shard); --shard flags replace the file's shard list. Start-up errors throw ConfigError.
+// and overridden by `--key=value` flags (parsed by common/daemon/settings.hpp). `shard` may be
+// given several times (one upstream relay per shard); --shard flags replace the file's shard
+// list. Start-up errors throw ConfigError.
 #pragma once
 
+#include "common/daemon/settings.hpp"
 #include "common/no_postgres.hpp"
 
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace edgeshard::apply::daemon {
 
 // A bad configuration file, flag or value.
-class ConfigError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using ConfigError = ::edgeshard::daemon::ConfigError;
 
 // One shard's upstream: `NAME=HOST:PORT[,HOST:PORT...]` (relays tried in order).
 struct ShardUpstream {

@@ -2,6 +2,9 @@
 // section 6; streaming only, the initial copy of a new tenant is not implemented yet). Threads:
 // one stream per shard (relay connection, frame checks, group assembly, acks), one applier
 // (tenant writers, flushes), metrics; the main thread waits for SIGTERM/SIGINT.
+#include "common/daemon/daemon_main.hpp"
+#include "common/daemon/prometheus.hpp"
+#include "common/daemon/signals.hpp"
 #include "common/lsn.hpp"
 #include "edge_apply/daemon/applier.hpp"
 #include "edge_apply/daemon/apply_config.hpp"
@@ -11,7 +14,6 @@
 #include "walsender_fanout/relay/fanout_server.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
 
-#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -28,10 +30,9 @@ using namespace edgeshard::apply::daemon;
 using edgeshard::relay::Level;
 using edgeshard::relay::log;
 
-// Exit statuses.
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
+using edgeshard::daemon::kExitFailed;
+using edgeshard::daemon::kExitOk;
+using edgeshard::daemon::kExitUsage;
 
 // Runs the daemon after the configuration was read; returns the exit status.
 int run_apply(const ApplyConfig& config) {
@@ -43,12 +44,7 @@ int run_apply(const ApplyConfig& config) {
   edgeshard::relay::set_log_level(level);
 
   // Signals are taken by the main thread only: block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  const sigset_t signals = edgeshard::daemon::block_signals({SIGTERM, SIGINT});
 
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(config.data_dir) / "tenants", ec);
@@ -106,12 +102,13 @@ int run_apply(const ApplyConfig& config) {
   }
   MetricsSources sources{config.name, &shards, &applier.stats(), &queue};
   std::thread metrics_thread;
-  if (metrics_fd >= 0) metrics_thread = std::thread([&] { serve_metrics(metrics_fd, sources, stop); });
-
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) == 0) break;
+  if (metrics_fd >= 0) {
+    metrics_thread = std::thread([&] {
+      edgeshard::daemon::serve_metrics(metrics_fd, [&] { return render_metrics(sources); }, stop);
+    });
   }
+
+  edgeshard::daemon::wait_for_stop(signals);
   log(Level::kInfo, "apply_stopping", {{"reason", failed ? "fatal error" : "signal"}});
   stop = true;
   applier_thread.join();
@@ -130,15 +127,11 @@ int run_apply(const ApplyConfig& config) {
 // Parses the command line and runs the daemon.
 int main(int argc, char** argv) {
   CommandLine cl;
-  try {
-    cl = parse_command_line(argc, argv);
-  } catch (const ConfigError& e) {
-    std::fprintf(stderr, "edgeshard-apply: %s\n", e.what());
-    return kExitUsage;
-  }
-  if (cl.help) {
-    std::fputs(usage_text().c_str(), stdout);
-    return kExitOk;
-  }
-  return run_apply(cl.config);
+  return edgeshard::daemon::run_main(
+      "edgeshard-apply",
+      [&] {
+        cl = parse_command_line(argc, argv);
+        return cl.help;
+      },
+      usage_text, [&] { return run_apply(cl.config); });
 }

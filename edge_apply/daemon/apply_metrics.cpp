@@ -1,55 +1,20 @@
-// /metrics of edgeshard-apply: rendering and a minimal HTTP/1.0 responder.
+// /metrics of edgeshard-apply: rendering (common/daemon/prometheus.hpp serves it).
 #include "edge_apply/daemon/apply_metrics.hpp"
 
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
-
-#include <cstdio>
+#include "common/daemon/prometheus.hpp"
 
 namespace edgeshard::apply::daemon {
 
-namespace {
-
-// A Prometheus label value with \, " and newline escaped.
-std::string label(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
-
-// Appends a metric's HELP and TYPE lines.
-void describe(std::string& out, const char* name, const char* type, const char* help) {
-  out += std::string("# HELP ") + name + ' ' + help + "\n# TYPE " + name + ' ' + type + '\n';
-}
-
-// Appends one sample.
-void sample(std::string& out, const char* name, const std::string& labels, double value) {
-  char num[64];
-  std::snprintf(num, sizeof num, "%.17g", value);
-  out += name;
-  if (!labels.empty()) out += "{" + labels + "}";
-  out += ' ';
-  out += num;
-  out += '\n';
-}
-
-}  // namespace
+using ::edgeshard::daemon::append_sample;
+using ::edgeshard::daemon::describe_metric;
+using ::edgeshard::daemon::escape_label;
 
 std::string render_metrics(const MetricsSources& s) {
   std::string out;
-  const std::string who = "subscriber=\"" + label(s.name) + "\"";
+  const std::string who = "subscriber=\"" + escape_label(s.name) + "\"";
   auto one = [&](const char* name, const char* type, const char* help, double v) {
-    describe(out, name, type, help);
-    sample(out, name, who, v);
+    describe_metric(out, name, type, help);
+    append_sample(out, name, who, v);
   };
   const ApplierStats& a = *s.applier;
   one("edgeshard_apply_tenants", "gauge", "tenant replicas open for writing",
@@ -104,51 +69,12 @@ std::string render_metrics(const MetricsSources& s) {
        [](const ShardState& x) { return static_cast<double>(x.corrupt.load()); }},
   };
   for (const PerShard& p : per) {
-    describe(out, p.name, p.type, p.help);
+    describe_metric(out, p.name, p.type, p.help);
     for (const ShardState& sh : *s.shards) {
-      sample(out, p.name, who + ",shard=\"" + label(sh.shard) + "\"", p.value(sh));
+      append_sample(out, p.name, who + ",shard=\"" + escape_label(sh.shard) + "\"", p.value(sh));
     }
   }
   return out;
-}
-
-void serve_metrics(int listen_fd, const MetricsSources& sources, const std::atomic<bool>& stop) {
-  while (!stop.load()) {
-    pollfd p{listen_fd, POLLIN, 0};
-    if (::poll(&p, 1, 200) <= 0) continue;
-    const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    // A scraper gets two seconds to send its request and take the answer.
-    timeval tv{2, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    std::string request;
-    char buf[4096];
-    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
-      const ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n <= 0) break;
-      request.append(buf, static_cast<size_t>(n));
-    }
-    std::string body;
-    std::string status = "200 OK";
-    if (request.rfind("GET /metrics", 0) == 0) {
-      body = render_metrics(sources);
-    } else {
-      status = "404 Not Found";
-      body = "only GET /metrics is served here\n";
-    }
-    const std::string response = "HTTP/1.0 " + status +
-                                 "\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
-                                 std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
-    size_t done = 0;
-    while (done < response.size()) {
-      const ssize_t n = ::write(fd, response.data() + done, response.size() - done);
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
-    }
-    ::close(fd);
-  }
-  ::close(listen_fd);
 }
 
 }  // namespace edgeshard::apply::daemon

@@ -1,5 +1,5 @@
-// edgeshard-apply's Prometheus text endpoint (GET /metrics), on its own thread, in the style of
-// the relay's metrics.cpp: per shard the applied (acked) and received positions and the lag in
+// edgeshard-apply's Prometheus text page (GET /metrics, served on its own thread by
+// common/daemon/prometheus.hpp), in the style of the relay's metrics.cpp: per shard the applied (acked) and received positions and the lag in
 // WAL bytes between them, connection state; the applier's counters.
 #pragma once
 
@@ -8,7 +8,6 @@
 #include "edge_apply/daemon/applier.hpp"
 #include "edge_apply/daemon/shard_stream.hpp"
 
-#include <atomic>
 #include <deque>
 #include <string>
 
@@ -24,8 +23,5 @@ struct MetricsSources {
 
 // The Prometheus text exposition (format 0.0.4) of the sources.
 std::string render_metrics(const MetricsSources& sources);
-
-// Serves GET /metrics on listen_fd (owned, closed at the end) until stop is set.
-void serve_metrics(int listen_fd, const MetricsSources& sources, const std::atomic<bool>& stop);
 
 }  // namespace edgeshard::apply::daemon

@@ -1,5 +1,5 @@
-// The relay's Prometheus text endpoint (GET /metrics) on its own thread, so a slow scraper never
-// stalls the fan-out loop. Renders the StatusBoard snapshot and the counters of the upstream
+// The relay's Prometheus text page (GET /metrics, served on its own thread by
+// common/daemon/prometheus.hpp, so a slow scraper never stalls the fan-out loop). Renders the StatusBoard snapshot and the counters of the upstream
 // thread.
 #pragma once
 
@@ -10,7 +10,6 @@
 #include "walsender_fanout/relay/status_board.hpp"
 #include "walsender_fanout/relay/upstream.hpp"
 
-#include <atomic>
 #include <string>
 
 namespace edgeshard::relay {
@@ -26,8 +25,5 @@ struct MetricsSources {
 
 // The Prometheus text exposition (format 0.0.4) of the sources.
 std::string render_metrics(const MetricsSources& sources);
-
-// Serves GET /metrics on listen_fd (owned) until stop is set.
-void serve_metrics(int listen_fd, const MetricsSources& sources, const std::atomic<bool>& stop);
 
 }  // namespace edgeshard::relay

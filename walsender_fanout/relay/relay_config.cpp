@@ -3,80 +3,21 @@
 
 #include "walsender_fanout/relay/protocol.hpp"
 
-#include <charconv>
 #include <fstream>
-#include <functional>
 #include <sstream>
 
 namespace edgeshard::relay {
 
 namespace {
 
-// One row of the settings table.
-struct Setting {
-  const char* key;
-  const char* unit;  // "", "ms", "s", "bytes", "bool"
-  const char* help;
-  std::function<void(RelayConfig&, const std::string&)> set;
-  std::function<std::string(const RelayConfig&)> get;
-};
-
-// Parses a whole decimal integer with an optional unit suffix for bytes (kB, MB, GB).
-int64_t parse_integer(const std::string& key, const std::string& text, bool bytes) {
-  int64_t v = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc() || ptr == text.data()) {
-    throw ConfigError("invalid value for " + key + ": \"" + text + "\" (expected an integer)");
-  }
-  std::string_view suffix(ptr, static_cast<size_t>(end - ptr));
-  int64_t mult = 1;
-  if (bytes && (suffix == "kB" || suffix == "KB")) mult = int64_t{1} << 10;
-  else if (bytes && suffix == "MB") mult = int64_t{1} << 20;
-  else if (bytes && suffix == "GB") mult = int64_t{1} << 30;
-  else if (!suffix.empty()) {
-    throw ConfigError("invalid value for " + key + ": \"" + text + "\"" +
-                      (bytes ? " (units: kB, MB, GB)" : " (expected an integer)"));
-  }
-  if (v < 0 || v > INT64_MAX / mult) {
-    throw ConfigError("invalid value for " + key + ": \"" + text + "\" (out of range)");
-  }
-  return v * mult;
-}
-
-// Parses on/off/true/false/1/0.
-bool parse_bool(const std::string& key, const std::string& text) {
-  if (text == "on" || text == "true" || text == "1" || text == "yes") return true;
-  if (text == "off" || text == "false" || text == "0" || text == "no") return false;
-  throw ConfigError("invalid value for " + key + ": \"" + text + "\" (expected on or off)");
-}
-
-// A string setting.
-Setting text(const char* key, const char* help, std::string RelayConfig::*field) {
-  return {key, "", help, [field](RelayConfig& c, const std::string& v) { c.*field = v; },
-          [field](const RelayConfig& c) { return c.*field; }};
-}
-
-// An integer setting (unit "bytes" accepts kB/MB/GB suffixes).
-Setting integer(const char* key, const char* unit, const char* help, int64_t RelayConfig::*field) {
-  const bool bytes = std::string_view(unit) == "bytes";
-  return {key, unit, help,
-          [key, bytes, field](RelayConfig& c, const std::string& v) {
-            c.*field = parse_integer(key, v, bytes);
-          },
-          [field](const RelayConfig& c) { return std::to_string(c.*field); }};
-}
-
-// A boolean setting.
-Setting boolean(const char* key, const char* help, bool RelayConfig::*field) {
-  return {key, "bool", help,
-          [key, field](RelayConfig& c, const std::string& v) { c.*field = parse_bool(key, v); },
-          [field](const RelayConfig& c) { return std::string(c.*field ? "on" : "off"); }};
-}
+using daemon::boolean;
+using daemon::integer;
+using daemon::text;
+using daemon::trim;
 
 // The settings table: every setting, its unit and what it does.
-const std::vector<Setting>& settings() {
-  static const std::vector<Setting> table = {
+const daemon::SettingsTable<RelayConfig>& settings() {
+  static const daemon::SettingsTable<RelayConfig> table = {
       text("name", "this relay's name: in logs, metrics, WELCOME, and as its subscriber name upstream",
            &RelayConfig::name),
       text("data_dir", "directory of the frame log and relay.state (required)", &RelayConfig::data_dir),
@@ -142,61 +83,14 @@ const std::vector<Setting>& settings() {
   return table;
 }
 
-// Removes blanks at both ends.
-std::string trim(const std::string& s) {
-  const size_t b = s.find_first_not_of(" \t\r");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t\r") - b + 1);
-}
-
 }  // namespace
 
 void set_setting(RelayConfig& config, const std::string& key, const std::string& value) {
-  for (const Setting& s : settings()) {
-    if (key == s.key) {
-      s.set(config, value);
-      return;
-    }
-  }
-  throw ConfigError("unknown setting \"" + key + "\" (see --help)");
+  daemon::set_setting(settings(), config, key, value);
 }
 
 void read_config_file(const std::string& path, RelayConfig& config) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError("could not read configuration file \"" + path + "\"");
-  std::string line;
-  for (int lineno = 1; std::getline(in, line); ++lineno) {
-    std::string body = line;
-    // A '#' outside quotes starts a comment.
-    bool quoted = false;
-    for (size_t i = 0; i < body.size(); ++i) {
-      if (body[i] == '\'') quoted = !quoted;
-      if (body[i] == '#' && !quoted) {
-        body.resize(i);
-        break;
-      }
-    }
-    body = trim(body);
-    if (body.empty()) continue;
-    const size_t eq = body.find('=');
-    const std::string where = path + ":" + std::to_string(lineno);
-    if (eq == std::string::npos) throw ConfigError(where + ": expected key = value");
-    const std::string key = trim(body.substr(0, eq));
-    std::string value = trim(body.substr(eq + 1));
-    if (value.size() >= 2 && value.front() == '\'' && value.back() == '\'') {
-      std::string unquoted;
-      for (size_t i = 1; i + 1 < value.size(); ++i) {
-        unquoted += value[i];
-        if (value[i] == '\'' && value[i + 1] == '\'') ++i;
-      }
-      value = unquoted;
-    }
-    try {
-      set_setting(config, key, value);
-    } catch (const ConfigError& e) {
-      throw ConfigError(where + ": " + e.what());
-    }
-  }
+  daemon::read_config_file(settings(), path, config);
 }
 
 void validate(const RelayConfig& c) {
@@ -235,31 +129,11 @@ void validate(const RelayConfig& c) {
 
 CommandLine parse_command_line(int argc, const char* const* argv) {
   CommandLine cl;
-  std::vector<std::pair<std::string, std::string>> flags;
-  std::string config_file;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      cl.help = true;
-      return cl;
-    }
-    if (arg.rfind("--", 0) != 0) throw ConfigError("unexpected argument \"" + arg + "\" (see --help)");
-    arg = arg.substr(2);
-    std::string value;
-    if (const size_t eq = arg.find('='); eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg.resize(eq);
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      throw ConfigError("--" + arg + " needs a value");
-    }
-    for (char& ch : arg) ch = ch == '-' ? '_' : ch;
-    if (arg == "config") config_file = value;
-    else flags.emplace_back(arg, value);
-  }
-  if (!config_file.empty()) read_config_file(config_file, cl.config);
-  for (const auto& [k, v] : flags) set_setting(cl.config, k, v);
+  const daemon::Arguments args = daemon::parse_arguments(argc, argv);
+  cl.help = args.help;
+  if (cl.help) return cl;
+  if (!args.config_file.empty()) read_config_file(args.config_file, cl.config);
+  for (const auto& [k, v] : args.settings) set_setting(cl.config, k, v);
   validate(cl.config);
   return cl;
 }
@@ -274,13 +148,7 @@ std::string usage_text() {
          "cleanly; SIGHUP re-reads tokens_file.\n"
          "\n"
          "Settings (file: `key = value` lines; flags override the file):\n";
-  const RelayConfig defaults;
-  for (const Setting& s : settings()) {
-    out << "  " << s.key;
-    if (*s.unit != 0 && std::string_view(s.unit) != "bool") out << " (" << s.unit << ")";
-    const std::string d = s.get(defaults);
-    out << "  [default: " << (d.empty() ? "none" : d) << "]\n      " << s.help << "\n";
-  }
+  out << daemon::settings_usage(settings());
   return out.str();
 }
 

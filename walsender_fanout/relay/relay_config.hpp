@@ -1,22 +1,20 @@
 // edgeshard-relay's configuration: one table of settings with defaults and descriptions, read
 // from a file of `key = value` lines (postgresql.conf style, '#' comments) and overridden by
-// `--key=value` flags. Start-up errors throw ConfigError with a message naming the setting.
+// `--key=value` flags (parsed by common/daemon/settings.hpp). Start-up errors throw ConfigError
+// with a message naming the setting.
 #pragma once
 
+#include "common/daemon/settings.hpp"
 #include "common/no_postgres.hpp"
 
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace edgeshard::relay {
 
 // A bad configuration file, flag or value.
-class ConfigError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using ConfigError = daemon::ConfigError;
 
 // Every setting of the relay (the table in relay_config.cpp documents each one).
 struct RelayConfig {

@@ -1,6 +1,9 @@
 // edgeshard-relay: decode once, fan out to many (DESIGN.md section 5). Threads: upstream (slot or
 // parent relay -> frame log), server (subscribers), metrics, edge_status reporter; the main
 // thread waits for signals (SIGTERM/SIGINT stop, SIGHUP re-reads tokens_file).
+#include "common/daemon/daemon_main.hpp"
+#include "common/daemon/prometheus.hpp"
+#include "common/daemon/signals.hpp"
 #include "common/lsn.hpp"
 #include "walsender_fanout/relay/fanout_server.hpp"
 #include "walsender_fanout/relay/frame_log.hpp"
@@ -13,7 +16,6 @@
 #include "walsender_fanout/relay/token_store.hpp"
 #include "walsender_fanout/relay/upstream.hpp"
 
-#include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
@@ -26,10 +28,9 @@ namespace {
 
 using namespace edgeshard::relay;
 
-// Exit statuses.
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
+using edgeshard::daemon::kExitFailed;
+using edgeshard::daemon::kExitOk;
+using edgeshard::daemon::kExitUsage;
 
 // Runs the relay after the configuration was read; returns the exit status.
 int run_relay(const RelayConfig& config) {
@@ -41,13 +42,7 @@ int run_relay(const RelayConfig& config) {
   set_log_level(level);
 
   // Signals are taken by the main thread only: block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  const sigset_t signals = edgeshard::daemon::block_signals({SIGTERM, SIGINT, SIGHUP});
 
   const std::filesystem::path data_dir(config.data_dir);
   std::error_code ec;
@@ -114,7 +109,11 @@ int run_relay(const RelayConfig& config) {
   std::thread server_thread([&] { server->run(stop); });
   MetricsSources sources{config.name, &ingest.stats(), &upstream.stats(), &frame_log, &board};
   std::thread metrics_thread;
-  if (metrics_fd >= 0) metrics_thread = std::thread([&] { serve_metrics(metrics_fd, sources, stop); });
+  if (metrics_fd >= 0) {
+    metrics_thread = std::thread([&] {
+      edgeshard::daemon::serve_metrics(metrics_fd, [&] { return render_metrics(sources); }, stop);
+    });
+  }
   std::string status_conninfo = config.status_conninfo.empty() ? config.upstream : config.status_conninfo;
   if (status_conninfo == "off") status_conninfo.clear();
   std::thread reporter_thread;
@@ -125,20 +124,17 @@ int run_relay(const RelayConfig& config) {
     });
   }
 
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
-    if (sig == SIGHUP) {
-      try {
-        tokens.load(config.token, config.tokens_file);
-        log(Level::kInfo, "tokens_reloaded");
-      } catch (const std::exception& e) {
-        log(Level::kError, "tokens_reload_failed", {{"error", e.what()}, {"kept", "previous tokens"}});
-      }
-      continue;
+  // SIGHUP re-reads tokens_file and keeps running; SIGTERM/SIGINT stop.
+  edgeshard::daemon::wait_for_stop(signals, [&](int sig) {
+    if (sig != SIGHUP) return false;
+    try {
+      tokens.load(config.token, config.tokens_file);
+      log(Level::kInfo, "tokens_reloaded");
+    } catch (const std::exception& e) {
+      log(Level::kError, "tokens_reload_failed", {{"error", e.what()}, {"kept", "previous tokens"}});
     }
-    break;
-  }
+    return true;
+  });
   log(Level::kInfo, "relay_stopping", {{"reason", failed ? "fatal error" : "signal"}});
   stop = true;
   upstream_thread.join();
@@ -154,15 +150,11 @@ int run_relay(const RelayConfig& config) {
 // Parses the command line and runs the relay.
 int main(int argc, char** argv) {
   CommandLine cl;
-  try {
-    cl = parse_command_line(argc, argv);
-  } catch (const ConfigError& e) {
-    std::fprintf(stderr, "edgeshard-relay: %s\n", e.what());
-    return kExitUsage;
-  }
-  if (cl.help) {
-    std::fputs(usage_text().c_str(), stdout);
-    return kExitOk;
-  }
-  return run_relay(cl.config);
+  return edgeshard::daemon::run_main(
+      "edgeshard-relay",
+      [&] {
+        cl = parse_command_line(argc, argv);
+        return cl.help;
+      },
+      usage_text, [&] { return run_relay(cl.config); });
 }
