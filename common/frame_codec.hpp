@@ -162,6 +162,15 @@ class ByteReader {
     return true;
   }
 
+  // Reads a `str`: a varint length, then that many bytes, as a view.
+  bool str(std::string_view& v) noexcept {
+    const size_t start = offset();
+    uint64_t n;
+    if (!varint(n)) return false;
+    if (n > remaining()) return fail("string runs past the end", start);
+    return bytes(static_cast<size_t>(n), v);
+  }
+
  private:
   // Checks that n more bytes are there.
   bool need(size_t n) noexcept {

@@ -108,15 +108,6 @@ bool read_count(ByteReader& r, uint32_t& out) noexcept {
   return true;
 }
 
-// Reads a varint length and that many bytes.
-bool read_str(ByteReader& r, std::string_view& out) noexcept {
-  const size_t start = r.offset();
-  uint64_t n;
-  if (!r.varint(n)) return false;
-  if (n > r.remaining()) return r.fail("string runs past the end", start);
-  return r.bytes(static_cast<size_t>(n), out);
-}
-
 // Reads a counted list of items of type T, validating each, into a lazily decoded list.
 template <typename T>
 bool read_list(ByteReader& r, EncodedList<T>& out) noexcept {
@@ -133,7 +124,7 @@ bool read_list(ByteReader& r, EncodedList<T>& out) noexcept {
 
 // Reads the fields of a RELATION after its type byte.
 bool read_relation(ByteReader& r, Relation& m) noexcept {
-  if (!r.u32(m.relid) || !read_str(r, m.schema) || !read_str(r, m.name)) return false;
+  if (!r.u32(m.relid) || !r.str(m.schema) || !r.str(m.name)) return false;
   const size_t at = r.offset();
   uint64_t tenant_column;
   if (!r.varint(tenant_column) || !read_list(r, m.columns)) return false;
@@ -213,7 +204,7 @@ bool read_message(ByteReader& r, Message& out) noexcept {
     }
     case MessageType::kTenantMoved: {
       TenantMoved& m = out.emplace<TenantMoved>();
-      return read_str(r, m.tenant_key) && read_str(r, m.from_shard) && read_str(r, m.to_shard) &&
+      return r.str(m.tenant_key) && r.str(m.from_shard) && r.str(m.to_shard) &&
              r.i64(m.map_epoch);
     }
   }
@@ -236,14 +227,14 @@ bool read_item(ByteReader& r, Value& out) noexcept {
       return true;
     case ValueKind::kBinary:
     case ValueKind::kText:
-      return read_str(r, out.data);
+      return r.str(out.data);
   }
   return r.fail("unknown value kind", at);
 }
 
 bool read_item(ByteReader& r, Column& out) noexcept {
   uint8_t flags;
-  if (!read_str(r, out.name) || !r.u32(out.type_oid) || !r.i32(out.typmod)) return false;
+  if (!r.str(out.name) || !r.u32(out.type_oid) || !r.i32(out.typmod)) return false;
   const size_t at = r.offset();
   if (!r.u8(flags)) return false;
   if ((flags & ~kColumnKey) != 0) return r.fail("unknown column flag bits", at);

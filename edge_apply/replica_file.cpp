@@ -169,19 +169,10 @@ bool read_count(ByteReader& r, uint32_t& out) noexcept {
   return true;
 }
 
-// Reads a varint length and that many bytes.
-bool read_str(ByteReader& r, std::string_view& out) noexcept {
-  const size_t start = r.offset();
-  uint64_t n;
-  if (!r.varint(n)) return false;
-  if (n > r.remaining()) return r.fail("string runs past the end", start);
-  return r.bytes(static_cast<size_t>(n), out);
-}
-
 // Reads a key: a length of at most kMaxKeyBytes and the bytes.
 bool read_key(ByteReader& r, std::string_view& out) noexcept {
   const size_t start = r.offset();
-  if (!read_str(r, out)) return false;
+  if (!r.str(out)) return false;
   if (out.size() > kMaxKeyBytes) return r.fail("key longer than 65535 bytes", start);
   return true;
 }
@@ -1097,7 +1088,7 @@ struct ReplicaFile::Impl {
     };
     std::string_view tenant;
     uint32_t count;
-    if (!read_str(r, tenant)) return bad(r.error(), r.error_offset());
+    if (!r.str(tenant)) return bad(r.error(), r.error_offset());
     const size_t count_at = r.offset();
     if (!read_count(r, count)) return bad(r.error(), r.error_offset());
     if (count != table_count) return bad("table count differs from the footer", count_at);
@@ -1109,7 +1100,7 @@ struct ReplicaFile::Impl {
       std::string_view schema, name;
       uint64_t tenant_column;
       uint32_t ncols;
-      if (!read_u32_varint(r, t.table_no) || !read_str(r, schema) || !read_str(r, name)) {
+      if (!read_u32_varint(r, t.table_no) || !r.str(schema) || !r.str(name)) {
         return bad(r.error(), r.error_offset());
       }
       if (!tables.empty() && t.table_no <= tables.back().table_no) {
@@ -1128,7 +1119,7 @@ struct ReplicaFile::Impl {
         Column col;
         std::string_view col_name;
         uint8_t flags;
-        if (!read_str(r, col_name) || !r.u32(col.type_oid) || !r.i32(col.typmod)) {
+        if (!r.str(col_name) || !r.u32(col.type_oid) || !r.i32(col.typmod)) {
           return bad(r.error(), r.error_offset());
         }
         const size_t flags_at = r.offset();
