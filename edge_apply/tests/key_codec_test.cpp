@@ -2,6 +2,7 @@
 // comparisons with PostgreSQL's semantics on random values of every type, multi-column keys,
 // decoding, keys given as text against the change stream's binary values (send formats taken
 // from a PostgreSQL 15 server), and refusals.
+#include "common/testing/hex.hpp"
 #include "edge_apply/key_codec.hpp"
 
 #include "common/frame_codec.hpp"
@@ -20,25 +21,8 @@
 namespace edgeshard::apply {
 namespace {
 
-// Bytes of a hex string.
-std::string unhex(std::string_view hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out += static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
-  }
-  return out;
-}
-
-// Hex of bytes.
-std::string hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (char c : bytes) {
-    out += kDigits[static_cast<uint8_t>(c) >> 4];
-    out += kDigits[static_cast<uint8_t>(c) & 0xf];
-  }
-  return out;
-}
+using edgeshard::testing_support::hex;
+using edgeshard::testing_support::unhex;
 
 frame::Value binary(std::string_view data) { return {frame::ValueKind::kBinary, data}; }
 frame::Value text_value(std::string_view data) { return {frame::ValueKind::kText, data}; }

@@ -2,6 +2,7 @@
 // against outputs of a PostgreSQL 15 server (TimeZone UTC, DateStyle ISO): the vectors below were
 // produced with `SELECT encode(<type>send(v), 'hex'), v::text, to_json(v)` and, for the input
 // forms, `<type>send(text::type)` or the error's SQLSTATE.
+#include "common/testing/hex.hpp"
 #include "edge_apply/value_codec.hpp"
 
 #include "common/frame_codec.hpp"
@@ -17,25 +18,8 @@
 namespace edgeshard::apply {
 namespace {
 
-// Bytes of a hex string.
-std::string unhex(std::string_view hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out += static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16));
-  }
-  return out;
-}
-
-// Hex of bytes.
-std::string hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (char c : bytes) {
-    out += kDigits[static_cast<uint8_t>(c) >> 4];
-    out += kDigits[static_cast<uint8_t>(c) & 0xf];
-  }
-  return out;
-}
+using edgeshard::testing_support::hex;
+using edgeshard::testing_support::unhex;
 
 // A BINARY value.
 frame::Value binary(std::string_view data) { return {frame::ValueKind::kBinary, data}; }
