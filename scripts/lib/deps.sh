@@ -3,7 +3,7 @@ ES_PACKAGES=(
   postgresql-15 postgresql-server-dev-15 postgresql-15-wal2json libpq-dev
   liblz4-dev libxxhash-dev libboost-dev libgtest-dev libgmock-dev libbenchmark-dev
   cmake g++ make pkg-config libipc-run-perl util-linux procps
-  libclang-rt-14-dev
+  libclang-rt-14-dev libsqlite3-dev liblmdb-dev
 )
 
 # Installs the packages that are missing (root only); a no-op when everything is there.
