@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -23,7 +24,7 @@ using edgeshard::apply::TenantReplica;
 // A reader's handle: the replica view, its block cache, the last error text.
 struct es_replica {
   TenantReplica replica;
-  edgeshard::replica::BlockCache cache;
+  std::unique_ptr<edgeshard::replica::BlockCache> cache = std::make_unique<edgeshard::replica::BlockCache>();
   std::string error;
   bool pinned = false;
 };
@@ -165,6 +166,16 @@ es_status es_refresh(es_replica* r) {
   }
 }
 
+es_status es_set_cache_bytes(es_replica* r, size_t bytes) {
+  if (r == nullptr || bytes == 0) return ES_INVALID;
+  try {
+    r->cache = std::make_unique<edgeshard::replica::BlockCache>(bytes);
+    return ES_OK;
+  } catch (...) {
+    return fail(r, ES_NO_MEMORY, "out of memory");
+  }
+}
+
 void es_pin(es_replica* r, int pinned) {
   if (r != nullptr) r->pinned = pinned != 0;
 }
@@ -180,7 +191,7 @@ es_status es_get(es_replica* r, const char* table, const char* const* key_text, 
     std::string key;
     if (es_status st = encode_key(r, *t, key_text, nkeys, false, key); st != ES_OK) return st;
     RowRef ref;
-    if (es_status st = from_replica(r, r->replica.get(*t, key, r->cache, ref)); st != ES_OK) return st;
+    if (es_status st = from_replica(r, r->replica.get(*t, key, *r->cache, ref)); st != ES_OK) return st;
     auto row = std::make_unique<es_row>();
     if (es_status st = make_row(r, ref, *row); st != ES_OK) return st;
     *out = row.release();
@@ -205,7 +216,7 @@ es_status es_scan(es_replica* r, const char* table, const char* const* from, siz
     if (nto > 0) upper = std::string_view(hi);
     es_row row;
     es_status result = ES_OK;
-    const ReplicaStatus st = r->replica.scan(*t, lo, upper, r->cache, [&](const RowRef& ref) {
+    const ReplicaStatus st = r->replica.scan(*t, lo, upper, *r->cache, [&](const RowRef& ref) {
       result = make_row(r, ref, row);
       if (result != ES_OK) return false;
       row.json.clear();

@@ -62,6 +62,9 @@ ES_API es_status es_open(const char *data_dir, const char *tenant, es_replica **
 ES_API void es_close(es_replica *r);
 /* Why the last failed call on r failed (empty after a success); valid until the next call. */
 ES_API const char *es_last_error(const es_replica *r);
+/* Bounds r's cache of decompressed blocks (default 64 MiB): size it to the tenant's working set
+ * for lookups from memory; a rule of thumb: about twice the replica files' size. */
+ES_API es_status es_set_cache_bytes(es_replica *r, size_t bytes);
 /* Uses the newest data the apply daemon published (otherwise one atomic load). es_get and es_scan
  * call it first; a reader that wants a stable view calls es_pin(r, 1) to stop that. */
 ES_API es_status es_refresh(es_replica *r);

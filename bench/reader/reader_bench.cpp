@@ -359,6 +359,7 @@ int main(int argc, char** argv) {
     auto mk = [&](int) -> std::function<bool(int64_t)> {
       auto s = std::make_unique<CState>();
       if (es_open(data.c_str(), tenant.c_str(), &s->r) != ES_OK) die("es_open");
+      if (es_set_cache_bytes(s->r, size_t{256} << 20) != ES_OK) die("es_set_cache_bytes");
       CState* p = s.get();
       st.push_back(std::move(s));
       auto f = [p, &sink](int64_t id) {

@@ -174,5 +174,14 @@ TEST_F(ReaderApiTest, FreshnessAndWaitFor) {
   EXPECT_EQ(es_verify(r_), ES_OK);
 }
 
+TEST_F(ReaderApiTest, TheCacheCanBeResized) {
+  EXPECT_EQ(es_set_cache_bytes(r_, 0), ES_INVALID);
+  ASSERT_EQ(es_set_cache_bytes(r_, size_t{1} << 20), ES_OK);
+  const char* key[] = {"7", "3"};
+  es_row* row = nullptr;
+  ASSERT_EQ(es_get(r_, "orders", key, 2, &row), ES_OK);
+  es_row_free(row);
+}
+
 }  // namespace
 }  // namespace edgeshard::apply
