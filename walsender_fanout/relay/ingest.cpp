@@ -39,29 +39,38 @@ Ingest::Ingest(FrameLog& log, Registry& registry, PublicationQueue& queue, Optio
 
 IngestResult Ingest::recover() {
   // Find the last marker: everything after it is an unconfirmed, possibly partial transaction.
-  FrameLog::Cursor cursor;
-  if (LogStatus st = log_.open_cursor(log_.oldest_lsn(), cursor); !st.ok()) return log_failed("recovery", st);
-  FrameLog::Record rec;
+  // open() has already read the whole log; scan again only from the newest segment back to the
+  // first one holding a marker (a marker closes at most every sync interval, so this is normally
+  // the last segment; a segment starts a new key, so a cursor at its base reads exactly it on).
+  const std::vector<FrameLog::SegmentInfo> segments = log_.segments();
   const FrameLog::Position written = log_.written();
   FrameLog::Position keep = log_.oldest();
   bool found = false;
-  int64_t commit_time = 0;
-  for (;;) {
-    LogStatus st = cursor.next(rec);
-    if (st.error == LogError::kEnd) break;
-    if (!st.ok()) return log_failed("recovery", st);
-    frame::Header h;
-    if (frame::Status fs = frame::parse_header(rec.frame, h); !fs.ok()) {
-      return {IngestResult::kLogFailed,
-              std::string("recovery: a logged frame has a bad header: ") + fs.message};
+  int64_t marker_upstream_time = 0;
+  for (size_t i = segments.size(); i-- > 0 && !found;) {
+    FrameLog::Cursor cursor;
+    if (LogStatus st = log_.open_cursor(segments[i].base_lsn, cursor); !st.ok()) {
+      return log_failed("recovery", st);
     }
-    if (is_marker(h)) {
-      found = true;
-      keep = {rec.lsn, cursor.position()};
-      last_commit_time_ = commit_time;
-      candidate_time_ = marker_time(rec.frame);
-    } else {
-      commit_time = h.commit_time_us;
+    FrameLog::Record rec;
+    int64_t commit_time = 0;  // of the newest transaction read so far (0: none in this range)
+    for (;;) {
+      const LogStatus st = cursor.next(rec);
+      if (st.error == LogError::kEnd) break;
+      if (!st.ok()) return log_failed("recovery", st);
+      frame::Header h;
+      if (frame::Status fs = frame::parse_header(rec.frame, h); !fs.ok()) {
+        return {IngestResult::kLogFailed,
+                std::string("recovery: a logged frame has a bad header: ") + fs.message};
+      }
+      if (is_marker(h)) {
+        found = true;
+        keep = {rec.lsn, cursor.position()};
+        last_commit_time_ = commit_time;
+        marker_upstream_time = marker_time(rec.frame);
+      } else {
+        commit_time = h.commit_time_us;
+      }
     }
   }
   if (keep.records != written.records) {
@@ -82,9 +91,8 @@ IngestResult Ingest::recover() {
     } catch (const StateError& e) {
       return {IngestResult::kLogFailed, e.what()};
     }
-    queue_.push({{}, keep.records, position_, last_commit_time_, candidate_time_});
+    queue_.push({{}, keep.records, position_, last_commit_time_, marker_upstream_time});
   }
-  candidate_time_ = 0;
   return {};
 }
 

@@ -162,6 +162,35 @@ TEST_F(IngestTest, RecoveryCutsWhatFollowsTheLastMarker) {
   EXPECT_EQ(visible().size(), 7u);
 }
 
+TEST_F(IngestTest, RecoveryFindsAMarkerSegmentsBackAndCutsUnmarkedTransactionsAcrossSegments) {
+  reopen(4096);
+  {
+    // A long sync interval: transactions 200.. follow the marker without one of their own.
+    Ingest::Options io;
+    io.sync_interval = std::chrono::hours(1);
+    Ingest slow(*log_, *registry_, queue_, io);
+    ASSERT_TRUE(slow.begin_stream(50, now_).ok());
+    ASSERT_TRUE(slow.on_frame(make_frame(100, "a"), now_).ok());
+    ASSERT_TRUE(slow.on_position(150, 0, now_ + std::chrono::hours(2)).ok());  // marker 150
+    for (uint64_t key = 200; key <= 1400; key += 100) {
+      ASSERT_TRUE(slow.on_frame(make_frame(key, "b", 0, true, 1500), now_ + std::chrono::hours(2)).ok());
+    }
+    ASSERT_EQ(slow.position(), 150u);
+  }
+  ASSERT_TRUE(log_->sync().ok());  // the unmarked tail reached the disk anyway
+  const size_t segments_with_tail = log_->segment_count();
+  ASSERT_GT(segments_with_tail, 2u);
+  drain();
+  reopen(4096);
+  ASSERT_TRUE(ingest_->recover().ok());
+  EXPECT_EQ(ingest_->position(), 150u);
+  EXPECT_EQ(visible(), (std::vector<std::string>{"50 marker", "100 a", "150 marker"}));
+  EXPECT_LT(log_->segment_count(), segments_with_tail);
+  const auto pubs = drain();
+  ASSERT_EQ(pubs.size(), 1u);
+  EXPECT_EQ(pubs[0].end_ordinal, 3u);
+}
+
 TEST_F(IngestTest, RefusesCorruptAndDisorderedInput) {
   ASSERT_TRUE(ingest_->begin_stream(50, now_).ok());
   auto bad = make_frame(100, "a");
