@@ -140,11 +140,8 @@ for my $kill (1 .. $kills)
 		  . ($started // 'none') . ' >= ' . lsn_text($durable_before) . ')');
 	cmp_ok(lsn_num($started // '0/0'), '>=', $position,
 		"kill $kill: the recovered position covers what the subscriber had");
-	if ($after =~ /event=log_tail_cut (.*)/)
-	{
-		note("kill $kill: the relay cut an unsynced tail: $1");
-	}
-	pass("kill $kill: log_tail_cut logged or not (" . ($after =~ /event=log_tail_cut/ ? 'cut' : 'no cut') . ')');
+	# Whether the kill left an unsynced tail to cut depends on its moment: recorded, not asserted.
+	note("kill $kill: " . ($after =~ /event=log_tail_cut (.*)/ ? "the relay cut an unsynced tail: $1" : 'no tail to cut'));
 	wait_until(sub { (metric($relay, 'edgeshard_relay_upstream_connected') // 0) == 1 },
 		"kill $kill: relay upstream again");
 	cmp_ok(metric($relay, 'edgeshard_relay_durable_lsn') // 0, '>=', $durable_before,

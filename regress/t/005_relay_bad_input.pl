@@ -223,9 +223,9 @@ $node->safe_psql('postgres', $big);
 # More small transactions after the big ones.
 $node->safe_psql('postgres', 'CALL workload(5001, 200, 0)');
 my $end = flush_lsn();
-wait_until(sub { relay_log($relay) =~ /event=subscriber_error subscriber=stalled .*code=send_timeout/ },
-	'the relay to drop subscriber stalled (send_timeout)');
-pass('the relay logged subscriber_error code=send_timeout for subscriber stalled');
+ok(wait_until(sub { relay_log($relay) =~ /event=subscriber_error subscriber=stalled .*code=send_timeout/ },
+		'the relay to drop subscriber stalled (send_timeout)', undef, 'quiet'),
+	'the relay logged subscriber_error code=send_timeout for subscriber stalled');
 $refused++;
 # What the relay had written before it gave up, then the end of the connection.
 {

@@ -51,18 +51,18 @@ edgeshard.node_name = 's1'
 	return ($node, $conn);
 }
 
-# Polls $cond (a sub) every 100 ms until it returns true; fails the test after the default
-# timeout with $what.
+# Polls $cond (a sub) every 100 ms until it returns true; after the default timeout fails the
+# test with $what and returns 0 (with $quiet it only returns 0: the caller asserts).
 sub wait_until
 {
-	my ($cond, $what, $seconds) = @_;
+	my ($cond, $what, $seconds, $quiet) = @_;
 	$seconds //= $PostgreSQL::Test::Utils::timeout_default;
 	for (my $i = 0; $i < $seconds * 10; $i++)
 	{
 		return 1 if $cond->();
 		usleep(100_000);
 	}
-	fail("timed out waiting for $what");
+	fail("timed out waiting for $what") unless $quiet;
 	return 0;
 }
 
