@@ -96,6 +96,12 @@ SELECT CASE WHEN jsonb_typeof(j->'new'->'big') = 'string'
             ELSE j - 'columns' END AS decoded
   FROM d;
 
+-- a type without a binary send function (aclitem) is sent as its text output
+CREATE TABLE dec_text_only (tenant text, id int, acl aclitem, PRIMARY KEY (tenant, id));
+SELECT edgeshard.distribute_table('dec_text_only', 'tenant');
+INSERT INTO dec_text_only VALUES ('acme', 1, makeaclitem('pg_monitor'::regrole, 'pg_monitor'::regrole, 'SELECT', false));
+SELECT j->'new' AS decoded FROM decoded() j WHERE j->>'type' = 'insert';
+
 -- a big transaction is cut into continuation frames; only the last one has the LAST flag
 INSERT INTO dec_orders SELECT 7, g, g, 'row ' || g FROM generate_series(1, 5000) g;
 SELECT count(*) AS frames, max((j->>'sequence')::int) AS last_sequence,
@@ -145,7 +151,7 @@ SELECT refusal(set_byte(data, 100, get_byte(data, 100) # 4)) AS payload_bit_flip
 DROP FUNCTION refusal(bytea);
 
 SELECT 'dropped' FROM pg_drop_replication_slot('es_regress');
-DROP TABLE dec_orders, dec_plain, dec_types;
+DROP TABLE dec_orders, dec_plain, dec_types, dec_text_only;
 DROP FUNCTION decoded(text[]);
 DROP TYPE mood;
 DROP DOMAIN posint;

@@ -16,10 +16,12 @@ extern "C" {
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
 #include "catalog/pg_attribute.h"
+#include "catalog/pg_type.h"
 #include "nodes/bitmapset.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/rel.h"
 }
 
@@ -90,10 +92,18 @@ void RelationCache::build(Relation rel, RelationInfo& info) {
         info.tenant_attnum = att->attnum;
         info.tenant_typid = att->atttypid;
       }
+      // getTypeBinaryOutputInfo() raises an ERROR for a type without a send function (aclitem,
+      // gtsvector): look at typsend first and fall back to the text output for those.
+      HeapTuple type = SearchSysCache1(TYPEOID, ObjectIdGetDatum(att->atttypid));
+      if (!HeapTupleIsValid(type)) elog(ERROR, "cache lookup failed for type %u", att->atttypid);
+      codec.binary = OidIsValid(reinterpret_cast<Form_pg_type>(GETSTRUCT(type))->typsend);
+      ReleaseSysCache(type);
       Oid fn;
-      getTypeBinaryOutputInfo(att->atttypid, &fn, &codec.varlena);
-      codec.binary = OidIsValid(fn);
-      if (!codec.binary) getTypeOutputInfo(att->atttypid, &fn, &codec.varlena);
+      if (codec.binary) {
+        getTypeBinaryOutputInfo(att->atttypid, &fn, &codec.varlena);
+      } else {
+        getTypeOutputInfo(att->atttypid, &fn, &codec.varlena);
+      }
       fmgr_info_cxt(fn, &codec.output, info.context);
     }
     // Rows are keyed by the primary key at the edges (distribute_table requires one, with the
