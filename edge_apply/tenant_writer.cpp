@@ -152,6 +152,10 @@ struct TenantWriter::Impl {
   // Returns false with `status` set on a failure; `found` says whether a live row exists.
   bool find_old_row(const std::vector<Op>& staged, std::string_view table, std::string_view key,
                     bool& found, OldRow& out, WriterStatus& status);
+  // Checks a group's frame headers (one transaction, this tenant, sequence 0.., LAST on the last
+  // frame) and returns its commit LSN and time.
+  WriterStatus check_group(std::span<const std::span<const uint8_t>> frames, uint64_t& commit_lsn,
+                           int64_t& commit_time) const;
   // Checks, stages and returns the changes of one group.
   WriterStatus stage_group(const RelationMap& relations,
                            std::span<const std::span<const uint8_t>> frames, std::vector<Op>& ops,
@@ -198,11 +202,11 @@ WriterStatus TenantWriter::open(const fs::path& data_dir, std::string_view tenan
                                               s.manifest.tenant + ", not " + s.tenant);
     }
   } else {
-    // A new tenant: an empty replica, published (the initial copy flow will start it unpublished).
+    // A new tenant: an empty replica, published unless an initial copy is about to fill it.
     s.manifest = Manifest{};
     s.manifest.generation = 1;
     s.manifest.tenant = s.tenant;
-    s.manifest.published = true;
+    s.manifest.published = options.start_published;
     if (!write_manifest(s.dir, s.manifest, why)) return fail(WriterStatus::kIo, why);
   }
   // After a crash the head may lag the manifest: store its generation again.
@@ -521,6 +525,7 @@ WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<
     node->rel = op.rel;
     pending_rel[op.table] = op.rel;
   }
+  if (shard.empty()) return {};  // rows of an initial copy: no stream position moves
   auto pit = positions.find(shard);
   if (pit == positions.end()) {
     pit = positions.emplace(std::string(shard), ShardPosition{}).first;
@@ -538,16 +543,10 @@ WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<
   return {};
 }
 
-WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap& relations,
-                                       std::span<const std::span<const uint8_t>> frames,
-                                       bool* skipped) {
-  Impl& s = *impl_;
-  if (skipped != nullptr) *skipped = false;
-  if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+WriterStatus TenantWriter::Impl::check_group(std::span<const std::span<const uint8_t>> frames,
+                                             uint64_t& commit_lsn, int64_t& commit_time) const {
+  if (failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
   if (frames.empty()) return fail(WriterStatus::kBadGroup, "empty frame group");
-  // The group's shape, from the headers.
-  uint64_t commit_lsn = 0;
-  int64_t commit_time = 0;
   for (size_t i = 0; i < frames.size(); ++i) {
     frame::Header h;
     if (frame::Status st = frame::parse_header(frames[i], h); !st.ok()) {
@@ -558,9 +557,9 @@ WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap
       return fail(WriterStatus::kBadGroup,
                   "frame " + std::to_string(i) + " is not exactly one frame");
     }
-    if (h.many_tenants || h.tenant_key != s.tenant) {
+    if (h.many_tenants || h.tenant_key != tenant) {
       return fail(WriterStatus::kBadGroup,
-                  "frame " + std::to_string(i) + " is not of tenant " + s.tenant);
+                  "frame " + std::to_string(i) + " is not of tenant " + tenant);
     }
     if (i == 0) {
       commit_lsn = h.commit_lsn;
@@ -577,6 +576,17 @@ WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap
                                                   : "group does not end with its last frame");
     }
   }
+  return {};
+}
+
+WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap& relations,
+                                       std::span<const std::span<const uint8_t>> frames,
+                                       bool* skipped) {
+  Impl& s = *impl_;
+  if (skipped != nullptr) *skipped = false;
+  uint64_t commit_lsn = 0;
+  int64_t commit_time = 0;
+  if (WriterStatus st = s.check_group(frames, commit_lsn, commit_time); !st.ok()) return st;
   if (commit_lsn < pending_position(shard)) {
     if (skipped != nullptr) *skipped = true;
     return {};
@@ -586,6 +596,19 @@ WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap
     return st;
   }
   return s.commit_ops(shard, ops, commit_lsn, commit_time);
+}
+
+WriterStatus TenantWriter::apply_copy(const RelationMap& relations,
+                                      std::span<const std::span<const uint8_t>> frames) {
+  Impl& s = *impl_;
+  uint64_t commit_lsn = 0;
+  int64_t commit_time = 0;
+  if (WriterStatus st = s.check_group(frames, commit_lsn, commit_time); !st.ok()) return st;
+  std::vector<Op> ops;
+  if (WriterStatus st = s.stage_group(relations, frames, ops, commit_lsn, commit_time); !st.ok()) {
+    return st;
+  }
+  return s.commit_ops({}, ops, 0, std::nullopt);
 }
 
 WriterStatus TenantWriter::apply_truncate(std::string_view shard, const RelationMap& relations,

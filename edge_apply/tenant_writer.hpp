@@ -58,6 +58,8 @@ class TenantWriter {
   struct Options {
     size_t compact_deltas = 8;  // compact() merges once there are at least this many deltas
     bool compress = true;       // LZ4 blocks in the files written
+    bool start_published = true;  // a new tenant's first manifest: published (false while an
+                                  // initial copy fills it; set_published(true) ends that)
   };
 
   TenantWriter();
@@ -91,6 +93,12 @@ class TenantWriter {
   WriterStatus apply_group(std::string_view shard, const RelationMap& relations,
                            std::span<const std::span<const uint8_t>> frames,
                            bool* skipped = nullptr);
+
+  // Applies one frame group of an initial copy (INSERT messages of the tenant, checked like
+  // apply_group's) as upserts, without moving any shard's position: the copy's consistency point
+  // is tracked by the caller (edge_apply/daemon/initial_copy.hpp).
+  WriterStatus apply_copy(const RelationMap& relations,
+                          std::span<const std::span<const uint8_t>> frames);
 
   // Applies a TRUNCATE (of a MANY_TENANTS frame) to this tenant: every row of those tables is
   // deleted, as pending tombstones. Skipped like apply_group() by commit_lsn.

@@ -3,19 +3,27 @@
 
 #include "common/frame_reader.hpp"
 #include "common/lsn.hpp"
+#include "edge_apply/daemon/copy_snapshot.hpp"
+#include "edge_apply/daemon/initial_copy.hpp"
 #include "edge_apply/daemon/relation_store.hpp"
 #include "edge_apply/manifest.hpp"
 #include "edge_apply/relation_map.hpp"
+#include "edge_apply/tenant_replica.hpp"
 #include "edge_apply/tenant_writer.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
 
 #include <algorithm>
 #include <chrono>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
 #include <set>
 #include <span>
+#include <thread>
 #include <variant>
 #include <vector>
 
@@ -33,8 +41,47 @@ struct Tenant {
   std::string key;
   TenantWriter writer;
   bool broken = false;  // stopped applying: its replica needs a resync (initial copy)
+  uint64_t copying = 0;  // bit i: waits for shard i's initial copy before it is published
   Clock::time_point last_position_flush{};
 };
+
+// A shard's initial copy (see applier.hpp).
+struct ShardCopy {
+  enum State { kNone, kPlanned, kRunning, kActive, kDone };
+  State state = kNone;
+  bool all = false;                  // every tenant not replicated here; else `tenants`
+  std::vector<std::string> tenants;  // canonical keys
+  CopySnapshot snapshot;
+  uint64_t end_lsn = 0;                          // L1
+  RelationMap relations;                         // the tables as the copy's snapshot saw them
+  std::vector<std::vector<uint8_t>> relation_frames;
+
+  // Whether the copy covers tenant key (planned, running or filtering).
+  bool covers(std::string_view key) const {
+    if (state == kNone || state == kDone) return false;
+    return all || std::find(tenants.begin(), tenants.end(), key) != tenants.end();
+  }
+};
+
+// Bit of shard index i in Tenant::copying.
+uint64_t shard_bit(size_t i) { return uint64_t{1} << i; }
+
+// Writes `text` to path atomically and durably (temp, fsync, rename, fsync dir); false with why.
+bool write_file_durably(const fs::path& path, const std::string& text, std::string& why) {
+  const fs::path tmp = path.string() + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    why = "cannot create " + tmp.string() + ": " + std::strerror(errno);
+    return false;
+  }
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    why = "cannot write " + path.string() + ": " + std::strerror(errno);
+    return false;
+  }
+  return fsync_directory(path.parent_path(), why);
+}
 
 // What the applier knows of a shard's stream.
 struct StreamPosition {
@@ -71,11 +118,14 @@ struct Applier::Impl {
   std::vector<RelationMap> relations;
   std::vector<RelationStore> relation_stores;
   std::vector<StreamPosition> streams;
+  std::vector<ShardCopy> copies;
+  std::set<std::string> recopy;  // tenants whose copy never published, removed at start-up
   bool fatal = false;
   frame::Reader reader;
 
   Impl(const ApplyConfig& c, std::deque<ShardState>& s, EventQueue& q)
-      : config(c), shards(s), queue(q), relations(s.size()), relation_stores(s.size()), streams(s.size()) {
+      : config(c), shards(s), queue(q), relations(s.size()), relation_stores(s.size()), streams(s.size()),
+        copies(s.size()) {
     const auto list = c.tenant_list();
     all_tenants = list.empty();
     served.insert(list.begin(), list.end());
@@ -98,20 +148,30 @@ struct Applier::Impl {
     }
     t.broken = true;
     stats.broken_tenants.fetch_add(1);
+    if (t.copying != 0) stats.tenants_copying.fetch_sub(1);
+    t.copying = 0;
     log(Level::kError, "tenant_broken",
         {{"tenant", t.key}, {"during", what}, {"kind", kind_name(st.kind)}, {"error", st.message},
-         {"action", "no longer applied or acked; needs a resync (initial copy, not implemented yet)"}});
+         {"action", "no longer applied or acked: remove its directory and restart to copy it again"}});
     return true;
   }
 
-  // The tenant's writer, opened on first use; nullptr when broken or on a fatal error.
+  // The tenant's writer, opened on first use; nullptr when broken or on a fatal error. A tenant
+  // new to this edge that a shard copy covers starts unpublished, waiting for those copies.
   Tenant* tenant(std::string_view key) {
     auto it = tenants.find(key);
     if (it == tenants.end()) {
       auto t = std::make_unique<Tenant>();
       t->key = std::string(key);
       t->last_position_flush = Clock::now();
-      WriterStatus st = t->writer.open(config.data_dir, key, writer_options);
+      TenantWriter::Options options = writer_options;
+      const bool exists = fs::exists(tenant_dir(config.data_dir, key) / "manifest");
+      for (size_t i = 0; i < copies.size() && !exists; ++i) {
+        if (copies[i].covers(key)) t->copying |= shard_bit(i);
+      }
+      options.start_published = t->copying == 0;
+      if (t->copying != 0) stats.tenants_copying.fetch_add(1);
+      WriterStatus st = t->writer.open(config.data_dir, key, options);
       it = tenants.emplace(t->key, std::move(t)).first;
       stats.tenants = tenants.size();
       if (!st.ok()) {
@@ -132,6 +192,7 @@ struct Applier::Impl {
     if (frame::Status st = reader.open(bytes); !st.ok()) return;  // checked by the stream already
     const uint64_t commit_lsn = reader.header().commit_lsn;
     const uint32_t seq = reader.header().sequence;
+    const uint32_t xid = reader.header().xid;
     frame::MessageCursor cursor = reader.messages();
     frame::Message m;
     bool has_relation = false;
@@ -156,7 +217,7 @@ struct Applier::Impl {
     for (const auto& relids : truncates) {
       stats.truncates.fetch_add(1);
       for (auto& [key, t] : tenants) {
-        if (t->broken) continue;
+        if (t->broken || in_copy(*t, ev.shard, commit_lsn, xid)) continue;
         WriterStatus st = t->writer.apply_truncate(shards[ev.shard].shard, relations[ev.shard], relids, commit_lsn);
         if (!st.ok() && !failed(*t, st, "truncate")) return;
       }
@@ -174,6 +235,13 @@ struct Applier::Impl {
     }
     Tenant* t = tenant(ev.tenant);
     if (t == nullptr) return;
+    if (t->copying & shard_bit(ev.shard)) {
+      frame::Header h;
+      if (frame::parse_header(ev.frames[0], h).ok() && in_copy(*t, ev.shard, ev.key, h.xid)) {
+        stats.groups_in_snapshot.fetch_add(1);
+        return;
+      }
+    }
     std::vector<std::span<const uint8_t>> spans(ev.frames.begin(), ev.frames.end());
     bool skipped = false;
     WriterStatus st = t->writer.apply_group(shards[ev.shard].shard, relations[ev.shard], spans, &skipped);
@@ -197,6 +265,166 @@ struct Applier::Impl {
     }
     // A frame of key K: every transaction below K is complete; a KEEPALIVE at P: below P.
     sp.position = std::max(sp.position, ev.key);
+    ShardCopy& c = copies[ev.shard];
+    if (c.state == ShardCopy::kActive && sp.position >= c.end_lsn) finish_copy(ev.shard);
+  }
+
+  // Whether the transaction (commit LSN key, id xid) of shard i is already in tenant t's copy:
+  // t waits for shard i's copy and the copy's snapshot shows the transaction committed.
+  bool in_copy(const Tenant& t, size_t i, uint64_t key, uint32_t xid) const {
+    const ShardCopy& c = copies[i];
+    return (t.copying & shard_bit(i)) != 0 && c.state == ShardCopy::kActive && key < c.end_lsn &&
+           c.snapshot.visible(xid);
+  }
+
+  // Records every shard's stream position in w (flushed with its next manifest).
+  void advance_to_streams(TenantWriter& w) {
+    for (size_t s = 0; s < shards.size(); ++s) {
+      const StreamPosition& sp = streams[s];
+      if (sp.position == 0) continue;
+      w.advance(shards[s].shard, sp.position, 0, sp.upstream, sp.upstream_time_us);
+    }
+  }
+
+  // Shard i's stream passed its copy's end: every transaction of the snapshot was delivered, so
+  // the copied tenants equal the primary as of the stream's position; publish those that wait
+  // for no other copy.
+  void finish_copy(size_t i) {
+    ShardCopy& c = copies[i];
+    c.state = ShardCopy::kDone;
+    size_t published = 0;
+    for (auto& [key, t] : tenants) {
+      if (t->broken || (t->copying & shard_bit(i)) == 0) continue;
+      t->copying &= ~shard_bit(i);
+      if (t->copying != 0) continue;
+      stats.tenants_copying.fetch_sub(1);
+      advance_to_streams(t->writer);
+      t->writer.set_published(true);
+      if (WriterStatus st = t->writer.flush(); !st.ok()) {
+        if (!failed(*t, st, "publish")) return;
+        continue;
+      }
+      ++published;
+    }
+    log(Level::kInfo, "copy_published",
+        {{"shard", shards[i].shard}, {"position", format_lsn(streams[i].position)},
+         {"end_lsn", format_lsn(c.end_lsn)}, {"tenants_published", std::to_string(published)}});
+    c.relations = RelationMap();
+    c.relation_frames.clear();
+  }
+
+  // Path of the marker saying shard i's copy of every tenant completed (`tenants` = all).
+  fs::path copied_marker(size_t i) const {
+    return fs::path(config.data_dir) / "shards" / (escape_tenant(shards[i].shard) + ".copied");
+  }
+
+  // Runs shard i's planned copy; false on failure (logged; the daemon stops).
+  bool run_copy(size_t i, const std::atomic<bool>& stop) {
+    ShardCopy& c = copies[i];
+    const std::string& shard = shards[i].shard;
+    // The stream must have its start before the snapshot is taken: every transaction the
+    // snapshot misses then reaches the queue.
+    while (shards[i].sessions.load() == 0) {
+      if (stop.load()) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    c.state = ShardCopy::kRunning;
+    log(Level::kInfo, "copy_started",
+        {{"shard", shard}, {"tenants", c.all ? std::string("all") : std::to_string(c.tenants.size())}});
+    const auto began = Clock::now();
+    CopySink sink;
+    sink.snapshot = [&](const CopySnapshot& snap, std::string&) {
+      c.snapshot = snap;
+      return true;
+    };
+    sink.relation = [&](std::span<const uint8_t> bytes, std::string& why) {
+      frame::Reader r;
+      if (frame::Status st = r.open(bytes); !st.ok()) {
+        why = std::string("copy relation frame: ") + st.message;
+        return false;
+      }
+      frame::MessageCursor cursor = r.messages();
+      frame::Message m;
+      while (cursor.next(m)) {
+        if (auto* rel = std::get_if<frame::Relation>(&m)) c.relations.update(*rel);
+      }
+      c.relation_frames.emplace_back(bytes.begin(), bytes.end());
+      return true;
+    };
+    sink.rows = [&](std::string_view key, std::span<const std::vector<uint8_t>> frames, std::string& why) {
+      if (!serves(key)) return true;
+      Tenant* t = tenant(key);
+      if (fatal) {
+        why = "cannot open tenant " + std::string(key);
+        return false;
+      }
+      if (t == nullptr || (t->copying & shard_bit(i)) == 0) return true;  // replicated here already
+      std::vector<std::span<const uint8_t>> spans(frames.begin(), frames.end());
+      if (WriterStatus st = t->writer.apply_copy(c.relations, spans); !st.ok()) {
+        failed(*t, st, "copy");
+        if (fatal) {
+          why = st.message;
+          return false;
+        }
+      }
+      return true;
+    };
+    CopyOutcome outcome;
+    std::string why;
+    const bool ok = copy_shard(config.primary_of(shard), c.all ? std::vector<std::string>{} : c.tenants,
+                               stop, sink, outcome, why);
+    stats.copy_rows.fetch_add(outcome.rows);
+    stats.copy_bytes.fetch_add(outcome.bytes);
+    if (!ok) {
+      log(Level::kError, "copy_failed",
+          {{"shard", shard}, {"error", why},
+           {"action", "stopping: a restart removes the unpublished tenants and copies them again"}});
+      fatal = true;
+      return false;
+    }
+    c.end_lsn = outcome.end_lsn;
+    // Tables the stream described before this edge started: the copy's description stands in.
+    for (const auto& bytes : c.relation_frames) {
+      frame::Reader r;
+      if (!r.open(bytes).ok()) continue;
+      frame::MessageCursor cursor = r.messages();
+      frame::Message m;
+      bool missing = false;
+      while (cursor.next(m)) {
+        if (auto* rel = std::get_if<frame::Relation>(&m)) {
+          if (relations[i].find(rel->relid) == nullptr) {
+            relations[i].update(*rel);
+            missing = true;
+          }
+        }
+      }
+      if (missing && !relation_stores[i].add_copied(bytes, why)) {
+        log(Level::kError, "copy_failed", {{"shard", shard}, {"error", why}});
+        fatal = true;
+        return false;
+      }
+    }
+    // The copied rows become durable (unpublished) before the copy counts as done.
+    size_t copied_tenants = 0;
+    for (auto& [key, t] : tenants) {
+      if (t->broken || (t->copying & shard_bit(i)) == 0) continue;
+      ++copied_tenants;
+      if (WriterStatus st = t->writer.flush(); !st.ok() && !failed(*t, st, "copy flush")) return false;
+    }
+    if (c.all && !write_file_durably(copied_marker(i),
+                                     "snapshot " + c.snapshot.text() + "\nend_lsn " + format_lsn(c.end_lsn) + "\n", why)) {
+      log(Level::kError, "copy_failed", {{"shard", shard}, {"error", why}});
+      fatal = true;
+      return false;
+    }
+    c.state = ShardCopy::kActive;
+    stats.copies_done.fetch_add(1);
+    const double secs = std::chrono::duration<double>(Clock::now() - began).count();
+    log(Level::kInfo, "copy_done",
+        {{"shard", shard}, {"tenants", std::to_string(copied_tenants)}, {"tables", std::to_string(outcome.tables)},
+         {"rows", std::to_string(outcome.rows)}, {"bytes", std::to_string(outcome.bytes)},
+         {"seconds", std::to_string(secs)}, {"snapshot", c.snapshot.text()}, {"end_lsn", format_lsn(c.end_lsn)}});
+    return true;
   }
 
   // Publishes every tenant with pending rows, and tenants whose position moved when their
@@ -217,11 +445,7 @@ struct Applier::Impl {
         if (sp.position > w.pending_position(shards[s].shard)) moved = true;
       }
       if (!pending && !(moved && due)) continue;
-      for (size_t s = 0; s < shards.size(); ++s) {
-        const StreamPosition& sp = streams[s];
-        if (sp.position == 0) continue;
-        w.advance(shards[s].shard, sp.position, 0, sp.upstream, sp.upstream_time_us);
-      }
+      advance_to_streams(w);
       const uint64_t generation = w.manifest().generation;
       if (WriterStatus st = w.flush(); !st.ok()) {
         if (!failed(*t, st, "flush")) return false;
@@ -276,7 +500,42 @@ bool Applier::open_existing() {
       continue;
     }
     if (!s.serves(m.tenant)) continue;
+    if (!m.published) {
+      // A copy cut short (crash, stop): its rows are not known to be complete. Copy it again.
+      fs::remove_all(e.path(), ec);
+      if (ec) {
+        log(Level::kError, "startup_failed", {{"dir", e.path().string()}, {"error", ec.message()}});
+        return false;
+      }
+      log(Level::kWarning, "copy_discarded",
+          {{"tenant", m.tenant}, {"reason", "its initial copy never published"}, {"action", "copying it again"}});
+      s.recopy.insert(m.tenant);
+      continue;
+    }
     s.tenant(m.tenant);
+    if (s.fatal) return false;
+  }
+  // Plan the initial copies: shards with a primary, tenants missing here.
+  std::vector<std::string> missing;
+  if (!s.all_tenants) {
+    for (const std::string& key : s.served) {
+      if (s.tenants.count(key) == 0) missing.push_back(key);
+    }
+  } else {
+    missing.assign(s.recopy.begin(), s.recopy.end());
+  }
+  for (size_t i = 0; i < s.shards.size(); ++i) {
+    if (s.config.primary_of(s.shards[i].shard).empty()) continue;
+    ShardCopy& c = s.copies[i];
+    c.all = s.all_tenants && !fs::exists(s.copied_marker(i), ec);
+    c.tenants = missing;
+    if (c.all || !c.tenants.empty()) c.state = ShardCopy::kPlanned;
+  }
+  // Tenants asked for get their (unpublished) replica now, even if no copy holds a row of them.
+  for (const std::string& key : missing) {
+    bool covered = false;
+    for (const ShardCopy& c : s.copies) covered = covered || c.covers(key);
+    if (covered) s.tenant(key);
     if (s.fatal) return false;
   }
   // Each shard starts at the smallest position its tenants have (0: the relay's registered ack,
@@ -284,7 +543,7 @@ bool Applier::open_existing() {
   for (size_t i = 0; i < s.shards.size(); ++i) {
     uint64_t start = std::numeric_limits<uint64_t>::max();
     for (auto& [key, t] : s.tenants) {
-      if (!t->broken) start = std::min(start, t->writer.applied(s.shards[i].shard));
+      if (!t->broken && t->copying == 0) start = std::min(start, t->writer.applied(s.shards[i].shard));
     }
     if (start == std::numeric_limits<uint64_t>::max()) start = 0;
     s.shards[i].acked = start;
@@ -299,6 +558,12 @@ bool Applier::open_existing() {
 
 bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
   Impl& s = *impl_;
+  // Initial copies first: the streams queue what arrives meanwhile.
+  for (size_t i = 0; i < s.copies.size() && !s.fatal; ++i) {
+    if (s.copies[i].state == ShardCopy::kPlanned && !s.run_copy(i, stop)) {
+      if (!s.fatal) break;  // stopped while waiting
+    }
+  }
   const auto every = std::chrono::milliseconds(s.config.flush_interval_ms);
   auto next_flush = Clock::now() + every;
   ApplyEvent ev;

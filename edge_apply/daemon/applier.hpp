@@ -4,6 +4,15 @@
 // position_flush_interval, tenants whose position only moved), then sets each shard's ack to the
 // smallest position all of that shard's tenants have made durable.
 //
+// Initial copy (DESIGN.md 6.1, initial_copy.hpp): open_existing() removes tenants whose copy
+// never published and plans one copy per shard that has a primary configured (every tenant not
+// on this edge when `tenants` is all and the shard was never copied, else the tenants missing
+// here). run() performs the copies before it applies any event: each waits for its shard's
+// stream to be connected (so the stream starts before the snapshot), copies the rows into
+// unpublished tenants, and then, while that shard's stream is applied, skips the copied tenants'
+// groups whose transactions the snapshot shows; the tenants are published when the stream
+// passes the copy's end LSN. A copy that fails stops the daemon (a restart copies again).
+//
 // Correctness: a shard's position P (the applier's "everything below P was handed over") only
 // comes from KEEPALIVEs and from frame keys (a frame with key K means every transaction below K
 // is complete), so advancing a tenant to P never skips a group still on its way. Acks never pass
@@ -37,6 +46,11 @@ struct ApplierStats {
   std::atomic<uint64_t> truncates{0};
   std::atomic<uint64_t> relations{0};
   std::atomic<uint64_t> compactions{0};
+  std::atomic<uint64_t> tenants_copying{0};     // open tenants waiting for their copy to publish
+  std::atomic<uint64_t> copies_done{0};         // shard copies completed
+  std::atomic<uint64_t> copy_rows{0};           // rows received by initial copies
+  std::atomic<uint64_t> copy_bytes{0};          // COPY bytes received by initial copies
+  std::atomic<uint64_t> groups_in_snapshot{0};  // groups skipped: the copy's snapshot had them
 };
 
 class Applier {

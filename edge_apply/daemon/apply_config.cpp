@@ -36,6 +36,21 @@ void add_shard(ApplyConfig& c, const std::string& value) {
   c.shards.push_back(std::move(s));
 }
 
+// Appends one `NAME=CONNINFO` primary (split at the first '=': a conninfo has its own).
+void add_primary(ApplyConfig& c, const std::string& value) {
+  const size_t eq = value.find('=');
+  ShardPrimary p;
+  if (eq != std::string::npos) {
+    p.shard = trim(value.substr(0, eq));
+    p.conninfo = trim(value.substr(eq + 1));
+  }
+  if (p.shard.empty() || p.conninfo.empty()) {
+    throw ConfigError("invalid value for primary: \"" + value +
+                      "\" (expected NAME=CONNINFO, e.g. s1=host=10.0.0.5 dbname=app user=edge)");
+  }
+  c.primaries.push_back(std::move(p));
+}
+
 // The settings table: every setting, its unit and what it does.
 const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
   static const ::edgeshard::daemon::SettingsTable<ApplyConfig> table = {
@@ -49,6 +64,17 @@ const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
        [](const ApplyConfig& c) {
          std::string out;
          for (const auto& s : c.shards) out += (out.empty() ? "" : " ") + s.shard + "=" + s.hosts;
+         return out;
+       }},
+      {"primary", "list",
+       "a shard's primary for initial copies, NAME=CONNINFO (libpq; a role that may SELECT the "
+       "distributed tables); repeat per shard. Tenants without a replica are copied from it in one "
+       "snapshot and published once the stream passes the copy's end; without it they are built "
+       "from the stream alone",
+       add_primary,
+       [](const ApplyConfig& c) {
+         std::string out;
+         for (const auto& p : c.primaries) out += (out.empty() ? "" : " ") + p.shard + "=(conninfo)";
          return out;
        }},
       text("token", "token presented to the relays (or env EDGESHARD_RELAY_TOKEN)", &ApplyConfig::token),
@@ -92,6 +118,13 @@ std::vector<std::string> ApplyConfig::tenant_list() const {
   return out;
 }
 
+std::string ApplyConfig::primary_of(std::string_view shard) const {
+  for (const ShardPrimary& p : primaries) {
+    if (p.shard == shard) return p.conninfo;
+  }
+  return {};
+}
+
 void set_setting(ApplyConfig& config, const std::string& key, const std::string& value) {
   ::edgeshard::daemon::set_setting(settings(), config, key, value);
 }
@@ -106,6 +139,14 @@ void validate(const ApplyConfig& c) {
   std::set<std::string> names;
   for (const auto& s : c.shards) {
     if (!names.insert(s.shard).second) throw ConfigError("shard \"" + s.shard + "\" is listed twice");
+  }
+  if (c.shards.size() > 64) throw ConfigError("at most 64 shards per apply daemon");
+  std::set<std::string> with_primary;
+  for (const auto& p : c.primaries) {
+    if (names.count(p.shard) == 0) {
+      throw ConfigError("primary \"" + p.shard + "\" names no configured shard (add shard = " + p.shard + "=HOST:PORT)");
+    }
+    if (!with_primary.insert(p.shard).second) throw ConfigError("primary \"" + p.shard + "\" is listed twice");
   }
   if (!relay::proto::valid_name(c.name)) {
     throw ConfigError("invalid name \"" + c.name + "\": 1-63 characters of A-Z a-z 0-9 _ . -");
@@ -135,6 +176,7 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
   // Flags override the file: --shard flags replace its shard list rather than extend it.
   for (const auto& [k, v] : args.settings) {
     if (k == "shard") cl.config.shards.clear();
+    if (k == "primary") cl.config.primaries.clear();
   }
   for (const auto& [k, v] : args.settings) set_setting(cl.config, k, v);
   if (cl.config.token.empty()) {
@@ -154,9 +196,12 @@ std::string usage_text() {
          "flush_interval_ms, and acks the relay with what is durable. On restart every tenant\n"
          "resumes from its manifest. SIGTERM/SIGINT: flush, ack, exit 0.\n"
          "\n"
-         "Streaming only: the initial copy of a new tenant is not implemented yet. A tenant is\n"
-         "replicated from the changes streamed after the daemon first saw its shard (a new data_dir\n"
-         "starts at the relay's current position); rows older than that are not on the edge.\n"
+         "Initial copy: with `primary` set for a shard, tenants that have no replica yet (a new\n"
+         "data_dir, a tenant added to `tenants`, a copy cut by a crash) are copied from that primary\n"
+         "in one REPEATABLE READ snapshot while the stream is held, then the stream is applied on\n"
+         "top (transactions the snapshot already shows are skipped) and the tenants are published\n"
+         "once the stream passes the copy's end LSN. Without `primary`, a tenant is built from the\n"
+         "stream alone (a new data_dir starts at the relay's current position).\n"
          "\n"
          "Settings (file: `key = value` lines; flags override the file):\n";
   out << ::edgeshard::daemon::settings_usage(settings());

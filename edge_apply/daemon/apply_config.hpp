@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace edgeshard::apply::daemon {
@@ -23,11 +24,18 @@ struct ShardUpstream {
   std::string hosts;  // RelayClient host list
 };
 
+// One shard's primary for initial copies: `NAME=CONNINFO` (a libpq connection string).
+struct ShardPrimary {
+  std::string shard;
+  std::string conninfo;
+};
+
 // Every setting of the apply daemon (the table in apply_config.cpp documents each one).
 struct ApplyConfig {
   std::string name = "edge";
   std::string data_dir;
   std::vector<ShardUpstream> shards;
+  std::vector<ShardPrimary> primaries;
   std::string token;
   std::string tenants = "all";
   int64_t flush_interval_ms = 20;
@@ -43,6 +51,8 @@ struct ApplyConfig {
 
   // The tenant keys of `tenants` (empty for "all").
   std::vector<std::string> tenant_list() const;
+  // The conninfo of shard's primary ("" when none is configured: no initial copy).
+  std::string primary_of(std::string_view shard) const;
 };
 
 // What the command line asked for.

@@ -1,7 +1,7 @@
 // edgeshard-apply: keeps an edge's tenant replicas up to date from one relay per shard (DESIGN.md
-// section 6; streaming only, the initial copy of a new tenant is not implemented yet). Threads:
-// one stream per shard (relay connection, frame checks, group assembly, acks), one applier
-// (tenant writers, flushes), metrics; the main thread waits for SIGTERM/SIGINT.
+// section 6). Threads: one stream per shard (relay connection, frame checks, group assembly,
+// acks), one applier (initial copies from the primaries, tenant writers, flushes), metrics; the
+// main thread waits for SIGTERM/SIGINT.
 #include "common/daemon/daemon_main.hpp"
 #include "common/daemon/prometheus.hpp"
 #include "common/daemon/signals.hpp"
@@ -73,7 +73,7 @@ int run_apply(const ApplyConfig& config) {
       {{"name", config.name}, {"data_dir", config.data_dir}, {"shards", std::to_string(shards.size())},
        {"tenants", config.tenants}, {"metrics", config.metrics_listen},
        {"flush_interval_ms", std::to_string(config.flush_interval_ms)},
-       {"initial_copy", "not implemented: new tenants replicate from the stream only"}});
+       {"primaries", std::to_string(config.primaries.size())}});
 
   std::atomic<bool> stop{false};
   std::atomic<bool> applier_done{false};

@@ -37,6 +37,17 @@ std::string render_metrics(const MetricsSources& s) {
       static_cast<double>(a.relations.load()));
   one("edgeshard_apply_compactions_total", "counter", "tenant compactions into a new base",
       static_cast<double>(a.compactions.load()));
+  one("edgeshard_apply_tenants_copying", "gauge", "tenants waiting for their initial copy to publish",
+      static_cast<double>(a.tenants_copying.load()));
+  one("edgeshard_apply_copies_total", "counter", "shard initial copies completed",
+      static_cast<double>(a.copies_done.load()));
+  one("edgeshard_apply_copy_rows_total", "counter", "rows received by initial copies",
+      static_cast<double>(a.copy_rows.load()));
+  one("edgeshard_apply_copy_bytes_total", "counter", "binary COPY bytes received by initial copies",
+      static_cast<double>(a.copy_bytes.load()));
+  one("edgeshard_apply_groups_in_snapshot_total", "counter",
+      "frame groups skipped because an initial copy's snapshot already had them",
+      static_cast<double>(a.groups_in_snapshot.load()));
   one("edgeshard_apply_queue_events", "gauge", "events received and not applied yet",
       static_cast<double>(s.queue->size()));
   struct PerShard {

@@ -75,6 +75,18 @@ bool RelationStore::open(const fs::path& data_dir, std::string_view shard, Relat
 
 bool RelationStore::add(uint64_t key, uint32_t seq, std::span<const uint8_t> frame, std::string& why) {
   if (any_ && (key < last_key_ || (key == last_key_ && seq <= last_seq_))) return true;
+  if (!append(frame, why)) return false;
+  last_key_ = key;
+  last_seq_ = seq;
+  any_ = true;
+  return true;
+}
+
+bool RelationStore::add_copied(std::span<const uint8_t> frame, std::string& why) {
+  return append(frame, why);
+}
+
+bool RelationStore::append(std::span<const uint8_t> frame, std::string& why) {
   frames_.emplace_back(frame.begin(), frame.end());
   const fs::path tmp = path_.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -92,11 +104,7 @@ bool RelationStore::add(uint64_t key, uint32_t seq, std::span<const uint8_t> fra
     frames_.pop_back();
     return false;
   }
-  if (!fsync_directory(dir_, why)) return false;
-  last_key_ = key;
-  last_seq_ = seq;
-  any_ = true;
-  return true;
+  return fsync_directory(dir_, why);
 }
 
 }  // namespace edgeshard::apply::daemon

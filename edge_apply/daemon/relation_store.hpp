@@ -31,10 +31,18 @@ class RelationStore {
   // not stored again. False with why on an I/O error.
   bool add(uint64_t key, uint32_t seq, std::span<const uint8_t> frame, std::string& why);
 
+  // Keeps a RELATION frame built by an initial copy (the table as the copy's snapshot saw it) for
+  // a relid the stream has not described: the stream sent its RELATION before this edge started.
+  // Stream frames kept later replace it on replay. False with why on an I/O error.
+  bool add_copied(std::span<const uint8_t> frame, std::string& why);
+
   // Frames kept.
   size_t size() const noexcept { return frames_.size(); }
 
  private:
+  // Appends frame to the file (rewritten atomically); false with why.
+  bool append(std::span<const uint8_t> frame, std::string& why);
+
   std::filesystem::path dir_;
   std::filesystem::path path_;
   std::vector<std::vector<uint8_t>> frames_;

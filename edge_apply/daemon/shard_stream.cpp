@@ -200,8 +200,7 @@ void run_shard_stream(const StreamOptions& options, ShardState& state, EventQueu
     log(Level::kInfo, "shard_connected",
         {{"shard", state.shard}, {"relay", client.peer()}, {"relay_name", client.welcome().relay_name},
          {"requested_start", format_lsn(copts.start)}, {"start", format_lsn(client.welcome().start)},
-         {"relay_position", format_lsn(client.welcome().position)},
-         {"initial_copy", "not implemented: streaming only"}});
+         {"relay_position", format_lsn(client.welcome().position)}});
     const auto began = Clock::now();
     Session session(options, state, queue, client);
     const SessionEnd end = session.run(stop);

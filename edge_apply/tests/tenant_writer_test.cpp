@@ -237,6 +237,39 @@ TEST_F(TenantWriterTest, NewTenantHasEmptyPublishedManifest) {
   EXPECT_EQ(w_->manifest().generation, g);
 }
 
+TEST_F(TenantWriterTest, InitialCopyUnpublishedUntilSetAndKeepsPositions) {
+  // A new tenant opened for a copy starts unpublished: readers refuse it.
+  fs::remove_all(w_->dir());
+  TenantWriter::Options o;
+  o.start_published = false;
+  reopen(o);
+  EXPECT_FALSE(w_->manifest().published);
+  TenantReplica rep;
+  EXPECT_FALSE(rep.open(data_.path, kTenant).ok());
+  // Copy groups are upserts that move no position; a second copy group of the same table adds.
+  auto copy1 = make_group(0, {{'I', kOrders, 1, {T("one")}}, {'I', kOrders, 2, {T("two")}}});
+  auto copy2 = make_group(0, {{'I', kOrders, 3, {T("three")}}, {'I', kOrders, 2, {T("deux")}}});
+  ASSERT_TRUE(w_->apply_copy(rels_, spans(copy1)).ok());
+  ASSERT_TRUE(w_->apply_copy(rels_, spans(copy2)).ok());
+  EXPECT_EQ(w_->pending_position("s1"), 0u);
+  // The stream on top: a group at 500 applies (nothing was skipped because of the copy).
+  apply(500, {{'D', kOrders, 3, {}}, {'U', kOrders, 1, {T("uno")}}});
+  flush();
+  EXPECT_FALSE(w_->manifest().published);
+  EXPECT_FALSE(rep.open(data_.path, kTenant).ok());
+  // A crash before publication leaves an unpublished manifest: reopening keeps it unpublished.
+  reopen();
+  EXPECT_FALSE(w_->manifest().published);
+  w_->set_published(true);
+  flush();
+  EXPECT_TRUE(w_->manifest().published);
+  EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {2, {"deux"}}}));
+  EXPECT_EQ(w_->applied("s1"), 501u);
+  // A copy group must still be one well-formed group of this tenant.
+  auto other = make_group(0, {{'I', kOrders, 9, {T("x")}}}, 1000, "other");
+  EXPECT_EQ(w_->apply_copy(rels_, spans(other)).kind, WriterStatus::kBadGroup);
+}
+
 TEST_F(TenantWriterTest, InsertUpdateDelete) {
   apply(100, {{'I', kOrders, 1, {T("one")}},
               {'I', kOrders, 2, {T("two")}},

@@ -56,7 +56,22 @@ TEST(ApplyConfig, TokenFromEnvironmentAndErrors) {
                ConfigError);
   EXPECT_THROW(parse({"--bogus", "1"}), ConfigError);
   EXPECT_TRUE(parse({"--help"}).help);
-  EXPECT_NE(usage_text().find("initial copy of a new tenant is not implemented"), std::string::npos);
+  EXPECT_NE(usage_text().find("Initial copy: with `primary` set"), std::string::npos);
+}
+
+TEST(ApplyConfig, PrimariesForInitialCopies) {
+  CommandLine cl = parse({"--data_dir", "/tmp/x", "--token", "t", "--shard", "s1=h:1", "--shard", "s2=h:2",
+                          "--primary", "s2=host=10.0.0.5 port=5432 dbname=app user=edge"});
+  ASSERT_EQ(cl.config.primaries.size(), 1u);
+  EXPECT_EQ(cl.config.primary_of("s2"), "host=10.0.0.5 port=5432 dbname=app user=edge");  // split at the first '='
+  EXPECT_EQ(cl.config.primary_of("s1"), "");
+  // A primary must name a configured shard, once; a conninfo is required.
+  EXPECT_THROW(parse({"--data_dir", "/tmp/x", "--token", "t", "--shard", "s1=h:1", "--primary", "s3=host=a"}),
+               ConfigError);
+  EXPECT_THROW(parse({"--data_dir", "/tmp/x", "--token", "t", "--shard", "s1=h:1", "--primary", "s1=host=a",
+                      "--primary", "s1=host=b"}),
+               ConfigError);
+  EXPECT_THROW(parse({"--data_dir", "/tmp/x", "--token", "t", "--shard", "s1=h:1", "--primary", "s1="}), ConfigError);
 }
 
 // A MANY_TENANTS frame with one RELATION of relid named name, at commit LSN key.
