@@ -309,8 +309,14 @@ const char* es_row_json(const es_row* row) {
 size_t es_freshness_get(es_replica* r, es_freshness* out, size_t cap) {
   if (r == nullptr) return 0;
   try {
-    if (maybe_refresh(r) != ES_OK) return 0;
-    const auto& shards = r->replica.manifest().shards;
+    // A pinned handle reports its snapshot's own positions; otherwise the newest, shard
+    // position files included.
+    std::vector<edgeshard::apply::ShardPosition> shards;
+    if (r->pinned) {
+      shards = r->replica.manifest().shards;
+    } else if (!r->replica.freshness(shards).ok()) {
+      return 0;
+    }
     size_t n = 0;
     for (; n < shards.size() && n < cap && out != nullptr; ++n) {
       const auto& s = shards[n];

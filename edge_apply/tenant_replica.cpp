@@ -13,6 +13,7 @@ namespace edgeshard::apply {
 // The files of one manifest, mapped, and the tables they hold.
 struct TenantReplica::Snapshot {
   Manifest manifest;
+  bool broken = false;  // the daemon stopped applying this tenant: only the manifest vouches
   std::vector<replica::ReplicaFile> files;  // manifest order: base first, newest delta last
   std::vector<TableView> tables;
 };
@@ -52,6 +53,7 @@ TenantReplica::TenantReplica(TenantReplica&&) noexcept = default;
 TenantReplica& TenantReplica::operator=(TenantReplica&&) noexcept = default;
 
 ReplicaStatus TenantReplica::open(const std::filesystem::path& data_dir, std::string_view tenant) {
+  data_dir_ = data_dir;
   dir_ = tenant_dir(data_dir, tenant);
   std::string why;
   if (!head_.open(dir_, why)) {
@@ -90,6 +92,9 @@ ReplicaStatus TenantReplica::load(std::shared_ptr<const Snapshot>& out) const {
     }
     if (!vanished) break;
   }
+  // A `broken` marker (FORMAT.md) means the shard position files no longer speak for it.
+  std::error_code ec;
+  snap->broken = std::filesystem::exists(dir_ / "broken", ec);
   // Tables: described by the newest file holding them; numbered per file.
   std::unordered_map<std::string, size_t> index;
   for (size_t i = snap->files.size(); i-- > 0;) {
@@ -216,6 +221,59 @@ ReplicaStatus TenantReplica::scan_impl(const TableView& table, std::string_view 
   }
 }
 
+const ShardPositionReader* TenantReplica::shard_file(std::string_view shard) {
+  auto it = shard_files_.find(shard);
+  if (it == shard_files_.end()) {
+    ShardPositionReader r;
+    std::string why;
+    if (!r.open(data_dir_, shard, why)) return nullptr;  // no daemon has written it (yet)
+    it = shard_files_.emplace(std::string(shard), std::move(r)).first;
+  }
+  return &it->second;
+}
+
+ReplicaStatus TenantReplica::position_of(std::string_view shard, ShardPosition& out, bool& followed) {
+  // The shard file vouches for the manifest current when it was written: read it after taking the
+  // snapshot, and use it only if no newer manifest was published meanwhile.
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    if (ReplicaStatus st = refresh(); !st.ok()) return st;
+    const uint64_t g = generation_;
+    const auto& shards = snapshot_->manifest.shards;
+    auto it = std::find_if(shards.begin(), shards.end(), [&](const ShardPosition& p) { return p.shard == shard; });
+    followed = it != shards.end();
+    out = followed ? *it : ShardPosition{};
+    out.shard = std::string(shard);
+    const ShardPositionReader* file = snapshot_->broken ? nullptr : shard_file(shard);
+    if (file == nullptr) return {};
+    const ShardProgress p = file->read();
+    if (head_.generation() != g) continue;
+    if (p.position > out.applied) {
+      out.applied = p.position;
+      followed = true;
+    }
+    if (p.upstream >= out.upstream) {
+      out.upstream = p.upstream;
+      out.upstream_time_us = p.upstream_time_us;
+    }
+    return {};
+  }
+  return {};  // the daemon keeps publishing: the manifest's own position is still true
+}
+
+ReplicaStatus TenantReplica::freshness(std::vector<ShardPosition>& out) {
+  if (ReplicaStatus st = refresh(); !st.ok()) return st;
+  std::vector<std::string> names;
+  for (const ShardPosition& p : snapshot_->manifest.shards) names.push_back(p.shard);
+  out.clear();
+  for (const std::string& name : names) {
+    ShardPosition p;
+    bool followed = false;
+    if (ReplicaStatus st = position_of(name, p, followed); !st.ok()) return st;
+    out.push_back(std::move(p));
+  }
+  return {};
+}
+
 ReplicaStatus TenantReplica::wait_for(std::string_view bookmark, std::chrono::milliseconds timeout) {
   // "shard/X/X": the LSN is the last two slash-separated parts.
   const size_t last = bookmark.rfind('/');
@@ -230,17 +288,17 @@ ReplicaStatus TenantReplica::wait_for(std::string_view bookmark, std::chrono::mi
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto pause = std::chrono::microseconds(50);
   for (;;) {
-    if (ReplicaStatus st = refresh(); !st.ok()) return st;
-    const auto& shards = snapshot_->manifest.shards;
-    auto it = std::find_if(shards.begin(), shards.end(), [&](const ShardPosition& p) { return p.shard == shard; });
-    if (it == shards.end()) {
+    ShardPosition pos;
+    bool followed = false;
+    if (ReplicaStatus st = position_of(shard, pos, followed); !st.ok()) return st;
+    if (!followed) {
       return {ReplicaStatus::kInvalid, "this replica does not follow shard \"" + std::string(shard) + "\""};
     }
     // Every transaction below `applied` is in the files; the bookmark's commit is below it.
-    if (it->applied >= lsn) return {};
+    if (pos.applied >= lsn) return {};
     if (std::chrono::steady_clock::now() >= deadline) {
       return {ReplicaStatus::kTimeout, "shard " + std::string(shard) + " applied up to " +
-                                           format_lsn(it->applied) + ", bookmark " + format_lsn(lsn)};
+                                           format_lsn(pos.applied) + ", bookmark " + format_lsn(lsn)};
     }
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::microseconds(5000));

@@ -11,10 +11,12 @@
 
 #include "edge_apply/manifest.hpp"
 #include "edge_apply/replica_file.hpp"
+#include "edge_apply/shard_position.hpp"
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -100,6 +102,12 @@ class TenantReplica {
                      std::optional<std::string_view> to, replica::BlockCache& cache,
                      Callback&& callback) const;
 
+  // How fresh the replica is, per shard its manifest follows: the manifest's positions, moved up
+  // to the shard position files' (edge_apply/shard_position.hpp) when those vouch for this
+  // snapshot — read after the manifest and checked against the head generation, and never for a
+  // tenant the daemon marked broken. Refreshes first.
+  ReplicaStatus freshness(std::vector<ShardPosition>& out);
+
   // Parses a bookmark of edgeshard.bookmark() ("shard/X/X") and waits, refreshing, until this
   // replica has applied that shard past it; kTimeout after timeout.
   ReplicaStatus wait_for(std::string_view bookmark, std::chrono::milliseconds timeout);
@@ -115,7 +123,14 @@ class TenantReplica {
                           bool (*emit)(void*, const RowRef&), void* ctx) const;
   // Loads the manifest and maps its files into a new snapshot.
   ReplicaStatus load(std::shared_ptr<const Snapshot>& out) const;
+  // The current snapshot's position for shard: its manifest's, or the shard file's when that is
+  // further and valid for this snapshot (see freshness()). Refreshes first.
+  ReplicaStatus position_of(std::string_view shard, ShardPosition& out, bool& followed);
+  // The shard's position file, mapped on first use (nullptr while it does not exist).
+  const ShardPositionReader* shard_file(std::string_view shard);
 
+  std::filesystem::path data_dir_;
+  std::map<std::string, ShardPositionReader, std::less<>> shard_files_;
   std::filesystem::path dir_;
   HeadReader head_;
   std::shared_ptr<const Snapshot> snapshot_;

@@ -8,6 +8,7 @@
 #include "edge_apply/daemon/relation_store.hpp"
 #include "edge_apply/manifest.hpp"
 #include "edge_apply/relation_map.hpp"
+#include "edge_apply/shard_position.hpp"
 #include "edge_apply/tenant_replica.hpp"
 #include "edge_apply/tenant_writer.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
@@ -119,6 +120,7 @@ struct Applier::Impl {
   std::vector<RelationStore> relation_stores;
   std::vector<StreamPosition> streams;
   std::vector<ShardCopy> copies;
+  std::vector<std::unique_ptr<ShardPositionWriter>> shard_positions;  // one per shard
   std::set<std::string> recopy;  // tenants whose copy never published, removed at start-up
   bool fatal = false;
   frame::Reader reader;
@@ -148,11 +150,18 @@ struct Applier::Impl {
     }
     t.broken = true;
     stats.broken_tenants.fetch_add(1);
+    // Readers must stop taking the shard position files as this tenant's freshness.
+    std::string why;
+    if (!write_file_durably(t.writer.dir() / "broken", std::string(what) + ": " + st.message + "\n", why)) {
+      log(Level::kError, "apply_failed", {{"tenant", t.key}, {"error", why}, {"action", "stopping"}});
+      fatal = true;
+      return false;
+    }
     if (t.copying != 0) stats.tenants_copying.fetch_sub(1);
     t.copying = 0;
     log(Level::kError, "tenant_broken",
         {{"tenant", t.key}, {"during", what}, {"kind", kind_name(st.kind)}, {"error", st.message},
-         {"action", "no longer applied or acked: remove its directory and restart to copy it again"}});
+         {"action", "no longer applied or acked; a restart copies it again when the shard has a primary set"}});
     return true;
   }
 
@@ -462,6 +471,12 @@ struct Applier::Impl {
         if (compacted) stats.compactions.fetch_add(1);
       }
     }
+    // Every tenant's changes below each stream position are published now: say so once per shard
+    // rather than in every quiet tenant's manifest.
+    for (size_t s = 0; s < shards.size(); ++s) {
+      const StreamPosition& sp = streams[s];
+      if (sp.position != 0) shard_positions[s]->publish({sp.position, sp.upstream, sp.upstream_time_us});
+    }
     for (size_t s = 0; s < shards.size(); ++s) {
       uint64_t ack = streams[s].position;
       for (auto& [key, t] : tenants) {
@@ -489,6 +504,11 @@ bool Applier::open_existing() {
       log(Level::kError, "startup_failed", {{"shard", s.shards[i].shard}, {"error", why}});
       return false;
     }
+    s.shard_positions.push_back(std::make_unique<ShardPositionWriter>());
+    if (!s.shard_positions.back()->open(s.config.data_dir, s.shards[i].shard, why)) {
+      log(Level::kError, "startup_failed", {{"shard", s.shards[i].shard}, {"error", why}});
+      return false;
+    }
   }
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(fs::path(s.config.data_dir) / "tenants", ec)) {
@@ -500,7 +520,21 @@ bool Applier::open_existing() {
       continue;
     }
     if (!s.serves(m.tenant)) continue;
-    if (!m.published) {
+    const bool broken = fs::exists(e.path() / "broken", ec);
+    bool can_copy = false;
+    for (const ShardState& sh : s.shards) can_copy = can_copy || !s.config.primary_of(sh.shard).empty();
+    if (broken && !can_copy) {
+      // Left as it is (readers still read it, with its manifest's positions): not applied.
+      auto t = std::make_unique<Tenant>();
+      t->key = m.tenant;
+      t->broken = true;
+      s.tenants.emplace(t->key, std::move(t));
+      s.stats.broken_tenants.fetch_add(1);
+      log(Level::kWarning, "tenant_broken",
+          {{"tenant", m.tenant}, {"action", "not applied; remove its directory to rebuild it (or set primary to copy it)"}});
+      continue;
+    }
+    if (!m.published || broken) {
       // A copy cut short (crash, stop): its rows are not known to be complete. Copy it again.
       fs::remove_all(e.path(), ec);
       if (ec) {
@@ -508,7 +542,9 @@ bool Applier::open_existing() {
         return false;
       }
       log(Level::kWarning, "copy_discarded",
-          {{"tenant", m.tenant}, {"reason", "its initial copy never published"}, {"action", "copying it again"}});
+          {{"tenant", m.tenant},
+           {"reason", broken ? "it stopped applying (broken)" : "its initial copy never published"},
+           {"action", "copying it again"}});
       s.recopy.insert(m.tenant);
       continue;
     }

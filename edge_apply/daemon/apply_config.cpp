@@ -84,7 +84,9 @@ const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
               "publish applied changes (one delta file and manifest per changed tenant) and ack this often",
               &ApplyConfig::flush_interval_ms),
       integer("position_flush_interval_ms", "ms",
-              "tenants without changes get their position moved (a manifest write) at most this often",
+              "tenants without changes get their own manifest's position moved at most this often "
+              "(readers learn it every flush from the shard position files; this bounds what a restart "
+              "streams again)",
               &ApplyConfig::position_flush_interval_ms),
       integer("compact_deltas", "", "merge a tenant's files into a new base once it has this many deltas",
               &ApplyConfig::compact_deltas),

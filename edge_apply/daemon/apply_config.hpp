@@ -39,7 +39,7 @@ struct ApplyConfig {
   std::string token;
   std::string tenants = "all";
   int64_t flush_interval_ms = 20;
-  int64_t position_flush_interval_ms = 1000;
+  int64_t position_flush_interval_ms = 10000;
   int64_t compact_deltas = 8;
   bool compress = true;
   int64_t queue_bytes = int64_t{64} << 20;

@@ -10,10 +10,13 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
+#include <chrono>
 #include <fstream>
 #include <map>
 #include <optional>
 #include <random>
+#include <thread>
 
 namespace edgeshard::apply {
 namespace {
@@ -268,6 +271,84 @@ TEST_F(TenantWriterTest, InitialCopyUnpublishedUntilSetAndKeepsPositions) {
   // A copy group must still be one well-formed group of this tenant.
   auto other = make_group(0, {{'I', kOrders, 9, {T("x")}}}, 1000, "other");
   EXPECT_EQ(w_->apply_copy(rels_, spans(other)).kind, WriterStatus::kBadGroup);
+}
+
+TEST_F(TenantWriterTest, ShardPositionFileMovesQuietTenantsForward) {
+  apply(100, {{'I', kOrders, 1, {T("one")}}});
+  flush();
+  EXPECT_EQ(w_->applied("s1"), 101u);
+  TenantReplica rep;
+  ASSERT_TRUE(rep.open(data_.path, kTenant).ok());
+  std::vector<ShardPosition> fresh;
+  ASSERT_TRUE(rep.freshness(fresh).ok());
+  ASSERT_EQ(fresh.size(), 1u);
+  EXPECT_EQ(fresh[0].applied, 101u);  // no shard file yet: the manifest's position
+  EXPECT_EQ(rep.wait_for("s1/0/1F4", std::chrono::milliseconds(1)).kind, ReplicaStatus::kTimeout);
+  // The daemon publishes the shard's position after a flush round: quiet tenants follow.
+  ShardPositionWriter pos;
+  std::string why;
+  ASSERT_TRUE(pos.open(data_.path, "s1", why)) << why;
+  pos.publish({500, 520, 7000});
+  ASSERT_TRUE(rep.freshness(fresh).ok());
+  EXPECT_EQ(fresh[0].applied, 500u);
+  EXPECT_EQ(fresh[0].upstream, 520u);
+  EXPECT_EQ(fresh[0].upstream_time_us, 7000);
+  EXPECT_TRUE(rep.wait_for("s1/0/1F4", std::chrono::milliseconds(1)).ok());
+  EXPECT_EQ(w_->manifest().shards[0].applied, 101u);  // no manifest was written for it
+  // Positions never go back; a second writer (a restart) reads the last one.
+  pos.publish({400, 0, 0});
+  ShardPositionWriter again;
+  ASSERT_TRUE(again.open(data_.path, "s1", why)) << why;
+  EXPECT_EQ(again.last().position, 500u);
+  // A shard the manifest does not list yet: the file alone answers a bookmark.
+  ShardPositionWriter s2;
+  ASSERT_TRUE(s2.open(data_.path, "s2", why)) << why;
+  EXPECT_EQ(rep.wait_for("s2/0/10", std::chrono::milliseconds(1)).kind, ReplicaStatus::kInvalid);
+  s2.publish({0x20, 0, 0});
+  EXPECT_TRUE(rep.wait_for("s2/0/10", std::chrono::milliseconds(1)).ok());
+  // A broken tenant: only its manifest speaks for it.
+  std::ofstream(w_->dir() / "broken") << "apply_group: test\n";
+  apply(600, {{'I', kOrders, 2, {T("two")}}});
+  flush();  // new generation: the reader reloads and sees the marker
+  ASSERT_TRUE(rep.freshness(fresh).ok());
+  EXPECT_EQ(fresh[0].applied, 601u);
+  pos.publish({900, 0, 0});
+  ASSERT_TRUE(rep.freshness(fresh).ok());
+  EXPECT_EQ(fresh[0].applied, 601u);
+}
+
+TEST(ShardPositionFile, RefusesForeignFilesAndReadsConsistently) {
+  TempDir dir;
+  std::string why;
+  ShardPositionReader r;
+  EXPECT_FALSE(r.open(dir.path, "s1", why));
+  fs::create_directories(dir.path / "shards");
+  std::ofstream(shard_position_path(dir.path, "s1")) << std::string(64, 'x');
+  EXPECT_FALSE(r.open(dir.path, "s1", why));
+  EXPECT_NE(why.find("not a version 1 shard position file"), std::string::npos) << why;
+  ShardPositionWriter w;
+  EXPECT_FALSE(w.open(dir.path, "s1", why));
+  fs::remove(shard_position_path(dir.path, "s1"));
+  ASSERT_TRUE(w.open(dir.path, "s1", why)) << why;
+  ASSERT_TRUE(r.open(dir.path, "s1", why)) << why;
+  // A writer thread publishing increasing triples; the reader never sees a mixed one.
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (uint64_t i = 1; i <= 200000; ++i) w.publish({i, i * 2, static_cast<int64_t>(i * 3)});
+    done = true;
+  });
+  uint64_t last = 0, reads = 0;
+  while (!done.load()) {
+    const ShardProgress p = r.read();
+    ASSERT_EQ(p.upstream, p.position * 2);
+    ASSERT_EQ(p.upstream_time_us, static_cast<int64_t>(p.position * 3));
+    ASSERT_GE(p.position, last);
+    last = p.position;
+    ++reads;
+  }
+  writer.join();
+  EXPECT_EQ(r.read().position, 200000u);
+  EXPECT_GT(reads, 0u);
 }
 
 TEST_F(TenantWriterTest, InsertUpdateDelete) {

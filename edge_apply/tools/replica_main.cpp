@@ -156,7 +156,9 @@ int cmd_stats(const char* data_dir, const char* tenant) {
   for (const auto& t : r.tables()) std::printf("  table %s.%s (%zu columns)\n", t.schema.c_str(), t.name.c_str(), t.columns.size());
   const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
                              std::chrono::system_clock::now().time_since_epoch()).count();
-  for (const auto& s : m.shards) {
+  std::vector<ShardPosition> fresh;
+  if (ReplicaStatus st = r.freshness(fresh); !st.ok()) return report(st);
+  for (const auto& s : fresh) {
     const double behind = s.applied >= s.upstream || s.commit_time_us == 0
                               ? 0.0
                               : static_cast<double>(s.upstream_time_us - s.commit_time_us) / 1e6;

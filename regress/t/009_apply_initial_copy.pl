@@ -41,7 +41,7 @@ $node->safe_psql('postgres', qq{
 });
 
 # The relay starts after the history: its log has none of the rows above.
-my $relay = start_relay(name => 'r1', upstream => $conn, token => $token, slot => 'relay_copy');
+my $relay = start_relay(name => 'copy_r1', upstream => $conn, token => $token, slot => 'relay_copy');
 wait_until(sub { (metric($relay, 'edgeshard_relay_upstream_connected') // 0) == 1 }, 'relay upstream');
 
 # --- concurrent writes: pgbench, 2 clients --------------------------------------------------------
