@@ -341,6 +341,7 @@ struct Applier::Impl {
     log(Level::kInfo, "copy_started",
         {{"shard", shard}, {"tenants", c.all ? std::string("all") : std::to_string(c.tenants.size())}});
     const auto began = Clock::now();
+    std::set<Tenant*> with_rows;  // tenants the copy gave rows
     CopySink sink;
     sink.snapshot = [&](const CopySnapshot& snap, std::string&) {
       c.snapshot = snap;
@@ -368,6 +369,7 @@ struct Applier::Impl {
         return false;
       }
       if (t == nullptr || (t->copying & shard_bit(i)) == 0) return true;  // replicated here already
+      with_rows.insert(t);
       std::vector<std::span<const uint8_t>> spans(frames.begin(), frames.end());
       if (WriterStatus st = t->writer.apply_copy(c.relations, spans); !st.ok()) {
         failed(*t, st, "copy");
@@ -412,6 +414,12 @@ struct Applier::Impl {
         fatal = true;
         return false;
       }
+    }
+    // Tenants with rows from this shard: the copy is their newest "commit" from it (its snapshot
+    // time), which also marks the shard as theirs (TRUNCATE applies to tenants with rows from
+    // the shard it ran on).
+    for (Tenant* t : with_rows) {
+      if (!t->broken) t->writer.advance(shard, 0, outcome.snapshot_time_us, 0, 0);
     }
     // The copied rows become durable (unpublished) before the copy counts as done.
     size_t copied_tenants = 0;

@@ -344,10 +344,12 @@ bool copy_shard_impl(const std::string& conninfo, const std::vector<std::string>
   if (!run(conn.get(), "SET statement_timeout = 0", {}, PGRES_COMMAND_OK, res, why) ||
       !run(conn.get(), "SET idle_in_transaction_session_timeout = 0", {}, PGRES_COMMAND_OK, res, why) ||
       !run(conn.get(), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", {}, PGRES_COMMAND_OK, res, why) ||
-      !run(conn.get(), "SELECT pg_current_snapshot()::text", {}, PGRES_TUPLES_OK, res, why)) {
+      !run(conn.get(), "SELECT pg_current_snapshot()::text, (extract(epoch FROM now()) * 1e6)::int8",
+           {}, PGRES_TUPLES_OK, res, why)) {
     return false;
   }
   if (!CopySnapshot::parse(PQgetvalue(res.get(), 0, 0), out.snapshot, why)) return false;
+  out.snapshot_time_us = std::stoll(PQgetvalue(res.get(), 0, 1));
   if (!sink.snapshot(out.snapshot, why)) return false;
   std::vector<CopyTable> tables;
   if (!read_tables(conn.get(), tables, why)) return false;

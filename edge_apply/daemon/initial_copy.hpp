@@ -34,6 +34,7 @@ inline constexpr size_t kCopyGroupBytes = size_t{8} << 20;
 // What a shard copy produced.
 struct CopyOutcome {
   CopySnapshot snapshot;  // the copy's snapshot
+  int64_t snapshot_time_us = 0;  // the primary's clock when the snapshot was taken (Unix µs)
   uint64_t end_lsn = 0;   // L1: pg_current_wal_lsn() after the last row
   uint64_t tables = 0;    // leaf relations copied
   uint64_t rows = 0;

@@ -1,0 +1,186 @@
+// A shard stream against a fake relay that sends a corrupt frame: the frame is refused by its
+// checksum, the half-received group it belongs to is dropped with the connection (nothing of it
+// reaches the applier), and the stream reconnects and receives the group whole the second time.
+#include "common/frame_writer.hpp"
+#include "edge_apply/daemon/event_queue.hpp"
+#include "edge_apply/daemon/shard_stream.hpp"
+#include "walsender_fanout/relay/protocol.hpp"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+namespace edgeshard::apply::daemon {
+namespace {
+
+namespace proto = relay::proto;
+using Bytes = std::vector<uint8_t>;
+
+// One frame of tenant's group at commit key: sequence seq, LAST when last.
+Bytes tenant_frame(const std::string& tenant, uint64_t key, uint32_t seq, bool last) {
+  frame::Writer w(frame::Compression::kNone);
+  if (seq == 0) w.begin(7, key, 1000);
+  w.insert_begin(16384, 1);
+  const uint8_t v[8] = {0, 0, 0, 0, 0, 0, 0, static_cast<uint8_t>(seq + 1)};
+  w.value_binary(v, sizeof v);
+  if (last) w.commit(key, key + 8, 1000);
+  frame::Fields f;
+  f.tenant_key = tenant;
+  f.xid = 7;
+  f.sequence = seq;
+  f.last = last;
+  f.first_lsn = f.last_lsn = key - 1;
+  f.commit_lsn = key;
+  f.commit_time_us = 1000;
+  const auto bytes = w.seal(f);
+  return {bytes.begin(), bytes.end()};
+}
+
+// A FRAME message carrying frame at key.
+Bytes frame_message(uint64_t key, const Bytes& frame) {
+  Bytes out(proto::kFramePrefixBytes);
+  proto::encode_frame_prefix(key, frame.size(), out.data());
+  out.insert(out.end(), frame.begin(), frame.end());
+  return out;
+}
+
+// Writes all of bytes to fd.
+void send_all(int fd, const Bytes& bytes) {
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+
+// Reads until a whole HELLO arrived; false when the peer closed first.
+bool read_hello(int fd, proto::Hello& hello) {
+  Bytes buf;
+  uint8_t chunk[4096];
+  for (;;) {
+    proto::MessageView m;
+    size_t used = 0;
+    if (proto::split_message(buf, proto::kMaxSubscriberBody, m, used) == proto::Split::kMessage) {
+      std::string why;
+      return m.type == proto::Type::kHello && proto::decode(m.body, hello, why);
+    }
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) return false;
+    buf.insert(buf.end(), chunk, chunk + n);
+  }
+}
+
+TEST(ShardStream, CorruptFrameDropsTheConnectionAndItsGroup) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+
+  const Bytes a = tenant_frame("a", 100, 0, true);
+  const Bytes b0 = tenant_frame("b", 200, 0, false);
+  const Bytes b1 = tenant_frame("b", 200, 1, true);
+  Bytes b1_corrupt = b1;
+  b1_corrupt[b1_corrupt.size() - 3] ^= 0x20;  // a payload byte: the header's checksum no longer matches
+
+  std::atomic<bool> stop{false};
+  std::vector<uint64_t> hello_starts;
+  std::thread relay([&] {
+    for (int session = 0; session < 2; ++session) {
+      const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      proto::Hello hello;
+      if (!read_hello(fd, hello)) {
+        ::close(fd);
+        return;
+      }
+      hello_starts.push_back(hello.start);
+      Bytes out;
+      proto::Welcome welcome;
+      welcome.start = session == 0 ? 100 : 200;
+      welcome.position = 300;
+      welcome.relay_name = "fake";
+      proto::encode(welcome, out);
+      if (session == 0) {
+        for (const Bytes& m : {frame_message(100, a), frame_message(200, b0), frame_message(200, b1_corrupt)}) {
+          out.insert(out.end(), m.begin(), m.end());
+        }
+      } else {
+        for (const Bytes& m : {frame_message(200, b0), frame_message(200, b1)}) out.insert(out.end(), m.begin(), m.end());
+        proto::Keepalive k;
+        k.position = 300;
+        k.relay_time_us = 5000;
+        proto::encode(k, out);
+      }
+      send_all(fd, out);
+      // Wait for the subscriber to hang up (session 0) or for the end of the test.
+      uint8_t sink[512];
+      while (!stop.load()) {
+        timeval tv{0, 50000};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        const ssize_t n = ::recv(fd, sink, sizeof sink, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) break;
+      }
+      ::close(fd);
+    }
+  });
+
+  EventQueue queue(size_t{1} << 20);
+  ShardState state;
+  state.shard = "s1";
+  state.hosts = "127.0.0.1:" + std::to_string(port);
+  StreamOptions options;
+  options.name = "edge-test";
+  options.token = "t";
+  options.reconnect_min_ms = 10;
+  options.reconnect_max_ms = 50;
+  std::atomic<bool> applier_done{true};
+  std::thread stream([&] { run_shard_stream(options, state, queue, stop, applier_done); });
+
+  std::vector<ApplyEvent> events;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    ApplyEvent ev;
+    if (!queue.pop(std::chrono::steady_clock::now() + std::chrono::milliseconds(50), ev)) continue;
+    events.push_back(std::move(ev));
+    if (events.back().kind == ApplyEvent::kPosition) break;
+  }
+  stop = true;
+  stream.join();
+  ::shutdown(listener, SHUT_RDWR);
+  ::close(listener);
+  relay.join();
+
+  // Tenant a's group, then tenant b's group exactly once and whole (from the second session),
+  // then the keepalive: the corrupt frame and the half group it ended never reached the queue.
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].kind, ApplyEvent::kGroup);
+  EXPECT_EQ(events[0].tenant, "a");
+  EXPECT_EQ(events[0].key, 100u);
+  EXPECT_EQ(events[1].kind, ApplyEvent::kGroup);
+  EXPECT_EQ(events[1].tenant, "b");
+  EXPECT_EQ(events[1].key, 200u);
+  ASSERT_EQ(events[1].frames.size(), 2u);
+  EXPECT_EQ(events[1].frames[1], b1);
+  EXPECT_EQ(events[2].kind, ApplyEvent::kPosition);
+  EXPECT_EQ(events[2].key, 300u);
+  EXPECT_EQ(state.corrupt.load(), 1u);
+  EXPECT_EQ(state.sessions.load(), 2u);
+  ASSERT_EQ(hello_starts.size(), 2u);
+  EXPECT_EQ(hello_starts[1], 0u);  // nothing acked yet: resume from the relay's registered position
+}
+
+}  // namespace
+}  // namespace edgeshard::apply::daemon
