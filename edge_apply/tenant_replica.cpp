@@ -87,6 +87,10 @@ ReplicaStatus TenantReplica::load(std::shared_ptr<const Snapshot>& out) const {
         vanished = true;
         break;
       }
+      if (st.code == replica::Code::kIo && st.sys_errno == ENOENT) {
+        // Still gone after re-reading the manifest: the manifest names a file that is not there.
+        return {ReplicaStatus::kCorrupt, "manifest names a missing file: " + replica::describe(st, path)};
+      }
       if (!st.ok()) return file_failure(st, path);
       snap->files.push_back(std::move(file));
     }

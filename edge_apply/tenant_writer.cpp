@@ -194,7 +194,6 @@ WriterStatus TenantWriter::open(const fs::path& data_dir, std::string_view tenan
   if (ec)
     return fail(WriterStatus::kIo, "could not create " + s.dir.string() + ": " + ec.message());
   std::string why;
-  if (!s.head.open(s.dir, why)) return fail(WriterStatus::kIo, why);
   if (fs::exists(s.dir / "manifest", ec)) {
     if (!read_manifest(s.dir, s.manifest, why)) return fail(WriterStatus::kCorrupt, why);
     if (s.manifest.tenant != s.tenant) {
@@ -209,13 +208,22 @@ WriterStatus TenantWriter::open(const fs::path& data_dir, std::string_view tenan
     s.manifest.published = options.start_published;
     if (!write_manifest(s.dir, s.manifest, why)) return fail(WriterStatus::kIo, why);
   }
-  // After a crash the head may lag the manifest: store its generation again.
+  // The head file only once a manifest is in place: a reader that finds the head reads the
+  // manifest (without it, a new tenant is "no replica here", not a corrupt one). After a crash
+  // the head may lag the manifest: store its generation again.
+  if (!s.head.open(s.dir, why)) return fail(WriterStatus::kIo, why);
   s.head.publish(s.manifest.generation);
   for (const FileEntry& e : s.manifest.files) {
     LiveFile lf;
     lf.entry = e;
     const std::string path = (s.dir / e.name).string();
-    if (replica::Status st = lf.file.open(path); !st.ok()) return file_status(st, path);
+    if (replica::Status st = lf.file.open(path); !st.ok()) {
+      // A file the manifest lists is never removed: its absence is damage, not a passing I/O error.
+      if (st.code == replica::Code::kIo && st.sys_errno == ENOENT) {
+        return fail(WriterStatus::kCorrupt, replica::describe(st, path));
+      }
+      return file_status(st, path);
+    }
     if (auto seq = name_sequence(e.name)) s.next_sequence = std::max(s.next_sequence, *seq + 1);
     s.next_sequence = std::max(s.next_sequence, lf.file.info().sequence + 1);
     s.files.push_back(std::move(lf));
@@ -621,6 +629,12 @@ WriterStatus TenantWriter::apply_truncate(std::string_view shard, const Relation
     if (skipped != nullptr) *skipped = true;
     return {};
   }
+  // A TRUNCATE removes the rows of the shard it ran on: a tenant that never had a transaction
+  // from that shard (no commit time recorded for it) holds none of them.
+  if (auto it = s.positions.find(shard);
+      it == s.positions.end() || it->second.commit_time_us == 0) {
+    return {};
+  }
   // Every live key of those tables, pending or in the files, gets a tombstone: the truncate is
   // then an ordinary pending change, published (or lost in a crash) with the rest.
   std::vector<Op> ops;
@@ -782,6 +796,13 @@ WriterStatus TenantWriter::compact(bool force, bool* compacted) {
       m.numbers[i] = t.table_no;
     }
   }
+  // A failure reading one of the merged files: that file is named (not the new base), and a
+  // corrupt input marks the tenant's replica corrupt rather than failing the writer.
+  std::optional<WriterStatus> input_failure;
+  auto input_failed = [&](const replica::Status& st, size_t i) {
+    input_failure = file_status(st, s.files[i].file.path());
+    return st;
+  };
   auto fill = [&](replica::Writer& w) -> replica::Status {
     uint32_t no = 0;
     for (auto& [name, m] : tables) {
@@ -804,7 +825,7 @@ WriterStatus TenantWriter::compact(bool force, bool* compacted) {
         heads[i].scan =
             s.files[i].file.scan(static_cast<uint32_t>(m.numbers[i]), "", std::nullopt, s.cache);
         replica::Status st = heads[i].scan.next(heads[i].rec);
-        if (st.failed()) return st;
+        if (st.failed()) return input_failed(st, i);
         heads[i].live = st.ok();
       }
       std::string key;
@@ -822,10 +843,11 @@ WriterStatus TenantWriter::compact(bool force, bool* compacted) {
         if (!r.tombstone) {
           if (replica::Status st = w.add(no, r.key, r.value); !st.ok()) return st;
         }
-        for (Head& h : heads) {
+        for (size_t i = 0; i < heads.size(); ++i) {
+          Head& h = heads[i];
           if (!h.live || h.rec.key != key) continue;
           replica::Status st = h.scan.next(h.rec);
-          if (st.failed()) return st;
+          if (st.failed()) return input_failed(st, i);
           h.live = st.ok();
         }
       }
@@ -834,7 +856,7 @@ WriterStatus TenantWriter::compact(bool force, bool* compacted) {
   };
   LiveFile base;
   if (WriterStatus st = s.write_file(replica::FileKind::kBase, "base", fill, base); !st.ok()) {
-    return st;
+    return input_failure ? *input_failure : st;
   }
   Manifest next = s.manifest;
   next.generation = s.manifest.generation + 1;

@@ -121,11 +121,13 @@ std::vector<fs::path> tenant_dirs(const fs::path& data_dir) {
 
 // ls: one line per tenant directory.
 int cmd_ls(const char* data_dir) {
+  int status = kExitOk;  // 1 when a tenant's manifest is unreadable
   for (const fs::path& dir : tenant_dirs(data_dir)) {
     Manifest m;
     std::string why;
     if (!read_manifest(dir, m, why)) {
       std::printf("%-24s  unreadable: %s\n", dir.filename().c_str(), why.c_str());
+      status = kExitFound;
       continue;
     }
     uint64_t rows = 0, bytes = 0;
@@ -139,7 +141,7 @@ int cmd_ls(const char* data_dir) {
                 m.published ? "published" : "copying  ", m.files.size(),
                 static_cast<unsigned long long>(rows), static_cast<unsigned long long>(bytes), shards.c_str());
   }
-  return kExitOk;
+  return status;
 }
 
 // stats: files, sizes, positions and lag of one tenant.
@@ -175,18 +177,20 @@ int cmd_stats(const char* data_dir, const char* tenant) {
 // verify: every tenant given (or all).
 int cmd_verify(const char* data_dir, const std::vector<std::string>& tenants) {
   std::vector<std::string> names = tenants;
+  int status = kExitOk;
   if (names.empty()) {
+    // A tenant whose manifest is unreadable fails; the others are still verified.
     for (const fs::path& dir : tenant_dirs(data_dir)) {
       Manifest m;
       std::string why;
       if (!read_manifest(dir, m, why)) {
         std::fprintf(stderr, "edgeshard-replica: %s\n", why.c_str());
-        return kExitFound;
+        status = kExitFound;
+        continue;
       }
       names.push_back(m.tenant);
     }
   }
-  int status = kExitOk;
   for (const std::string& t : names) {
     TenantReplica r;
     ReplicaStatus st = r.open(data_dir, t);
