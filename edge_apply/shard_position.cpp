@@ -46,6 +46,23 @@ ShardProgress read_fields(const void* map) noexcept {
   }
 }
 
+// Maps the open file fd (closed here) of path and checks its magic and version; nullptr with
+// why on failure.
+void* map_checked(int fd, const std::filesystem::path& path, bool writable, std::string& why) {
+  void* map = ::mmap(nullptr, kShardPositionBytes, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) {
+    why = "could not map " + path.string() + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  if (std::memcmp(map, kMagic, 4) != 0 || static_cast<const uint8_t*>(map)[4] != kVersion) {
+    ::munmap(map, kShardPositionBytes);
+    why = path.string() + " is not a version 1 shard position file";
+    return nullptr;
+  }
+  return map;
+}
+
 }  // namespace
 
 std::filesystem::path shard_position_path(const std::filesystem::path& data_dir, std::string_view shard) {
@@ -81,18 +98,8 @@ bool ShardPositionWriter::open(const std::filesystem::path& data_dir, std::strin
       return false;
     }
   }
-  void* map = ::mmap(nullptr, kShardPositionBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (map == MAP_FAILED) {
-    why = "could not map " + path.string() + ": " + std::strerror(errno);
-    return false;
-  }
-  if (std::memcmp(map, kMagic, 4) != 0 || static_cast<const uint8_t*>(map)[4] != kVersion) {
-    ::munmap(map, kShardPositionBytes);
-    why = path.string() + " is not a version 1 shard position file";
-    return false;
-  }
-  map_ = map;
+  map_ = map_checked(fd, path, true, why);
+  if (map_ == nullptr) return false;
   last_ = read_fields(map_);
   return true;
 }
@@ -135,17 +142,8 @@ bool ShardPositionReader::open(const std::filesystem::path& data_dir, std::strin
     if (fd >= 0) ::close(fd);
     return false;
   }
-  void* map = ::mmap(nullptr, kShardPositionBytes, PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (map == MAP_FAILED) {
-    why = "could not map " + path.string() + ": " + std::strerror(errno);
-    return false;
-  }
-  if (std::memcmp(map, kMagic, 4) != 0 || static_cast<const uint8_t*>(map)[4] != kVersion) {
-    ::munmap(map, kShardPositionBytes);
-    why = path.string() + " is not a version 1 shard position file";
-    return false;
-  }
+  void* map = map_checked(fd, path, false, why);
+  if (map == nullptr) return false;
   if (map_ != nullptr) ::munmap(const_cast<void*>(map_), kShardPositionBytes);
   map_ = map;
   return true;

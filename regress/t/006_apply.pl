@@ -10,7 +10,6 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IO::Socket::INET;
 use lib $ENV{TESTDIR} ? "$ENV{TESTDIR}/t" : 't';
 use RelayHarness;
 
@@ -52,19 +51,7 @@ close $fh;
 # The daemon's /metrics as a hash "name{labels}" => value; undef when it does not answer.
 sub apply_metrics
 {
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $apply{metrics_port},
-		Timeout => 2) or return undef;
-	print $sock "GET /metrics HTTP/1.0\r\n\r\n";
-	local $/;
-	my $resp = <$sock>;
-	close $sock;
-	return undef unless defined $resp && $resp =~ /^HTTP\/1.0 200/;
-	my %m;
-	for my $line (split /\n/, $resp)
-	{
-		$m{$1} = $2 if $line =~ /^(edgeshard_\S+)\s+(\S+)$/;
-	}
-	return \%m;
+	return http_metrics($apply{metrics_port});
 }
 
 # One metric of the daemon, for shard s1 when $per_shard.

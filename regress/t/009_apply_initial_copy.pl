@@ -14,7 +14,6 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IO::Socket::INET;
 use lib $ENV{TESTDIR} ? "$ENV{TESTDIR}/t" : 't';
 use RelayHarness;
 
@@ -115,20 +114,9 @@ sub new_apply
 sub apply_metric
 {
 	my ($a, $name, $per_shard) = @_;
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $a->{metrics_port}, Timeout => 2)
-	  or return undef;
-	print $sock "GET /metrics HTTP/1.0\r\n\r\n";
-	local $/;
-	my $resp = <$sock>;
-	close $sock;
-	return undef unless defined $resp && $resp =~ /^HTTP\/1.0 200/;
+	my $m = http_metrics($a->{metrics_port}) or return undef;
 	my $labels = "subscriber=\"$a->{name}\"" . ($per_shard ? ',shard="s1"' : '');
-	for my $line (split /\n/, $resp)
-	{
-		my ($key, $value) = split / /, $line;
-		return $value if defined $value && $key eq "$name\{$labels\}";
-	}
-	return undef;
+	return $m->{"$name\{$labels\}"};
 }
 
 # Starts the daemon (it copies before it applies).

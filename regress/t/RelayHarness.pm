@@ -136,11 +136,12 @@ sub kill_relay
 	eval { $r->{handle}->finish };
 }
 
-# The relay's /metrics as a hash "name{labels}" => value; undef when it does not answer.
-sub relay_metrics
+# The /metrics of a daemon (relay or apply) on 127.0.0.1:$port as a hash "name{labels}" =>
+# value; undef when it does not answer.
+sub http_metrics
 {
-	my ($r) = @_;
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $r->{metrics_port},
+	my ($port) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
 		Timeout => 2) or return undef;
 	print $sock "GET /metrics HTTP/1.0\r\n\r\n";
 	local $/;
@@ -154,6 +155,14 @@ sub relay_metrics
 		$m{$1} = $2 if $line =~ /^(edgeshard_\S+)\s+(\S+)$/;
 	}
 	return \%m;
+}
+push @EXPORT, 'http_metrics';
+
+# The relay's /metrics as a hash "name{labels}" => value; undef when it does not answer.
+sub relay_metrics
+{
+	my ($r) = @_;
+	return http_metrics($r->{metrics_port});
 }
 
 # One metric of a relay: metric($r, 'edgeshard_relay_durable_lsn') or with a subscriber label.

@@ -9,7 +9,6 @@ package ReplicaCheck;
 use strict;
 use warnings;
 use Exporter 'import';
-use IO::Socket::INET;
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -18,7 +17,7 @@ use Time::HiRes ();
 use Cwd qw(abs_path);
 use File::Basename qw(basename dirname);
 use File::Path qw(rmtree);
-use RelayHarness qw(wait_until lsn_num);
+use RelayHarness qw(wait_until lsn_num http_metrics);
 use ReplicaReader;
 
 our @EXPORT = qw(test_dir test_seed start_shard_primaries apply_daemon launch_apply kill_apply stop_apply
@@ -205,19 +204,7 @@ sub stop_apply
 sub apply_metrics
 {
 	my ($a) = @_;
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $a->{metrics_port},
-		Timeout => 2) or return undef;
-	print $sock "GET /metrics HTTP/1.0\r\n\r\n";
-	local $/;
-	my $resp = <$sock>;
-	close $sock;
-	return undef unless defined $resp && $resp =~ /^HTTP\/1.0 200/;
-	my %m;
-	for my $line (split /\n/, $resp)
-	{
-		$m{$1} = $2 if $line =~ /^(edgeshard_\S+)\s+(\S+)$/;
-	}
-	return \%m;
+	return http_metrics($a->{metrics_port});
 }
 
 # One metric of the daemon; for $shard when given.

@@ -5,6 +5,7 @@
 #include "edge_apply/daemon/event_queue.hpp"
 #include "edge_apply/daemon/shard_stream.hpp"
 #include "walsender_fanout/relay/protocol.hpp"
+#include "walsender_fanout/relay/tests/test_frames.hpp"
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -22,24 +23,9 @@ namespace {
 namespace proto = relay::proto;
 using Bytes = std::vector<uint8_t>;
 
-// One frame of tenant's group at commit key: sequence seq, LAST when last.
+// One frame of tenant's group at commit key (the relay tests' frames: one row each).
 Bytes tenant_frame(const std::string& tenant, uint64_t key, uint32_t seq, bool last) {
-  frame::Writer w(frame::Compression::kNone);
-  if (seq == 0) w.begin(7, key, 1000);
-  w.insert_begin(16384, 1);
-  const uint8_t v[8] = {0, 0, 0, 0, 0, 0, 0, static_cast<uint8_t>(seq + 1)};
-  w.value_binary(v, sizeof v);
-  if (last) w.commit(key, key + 8, 1000);
-  frame::Fields f;
-  f.tenant_key = tenant;
-  f.xid = 7;
-  f.sequence = seq;
-  f.last = last;
-  f.first_lsn = f.last_lsn = key - 1;
-  f.commit_lsn = key;
-  f.commit_time_us = 1000;
-  const auto bytes = w.seal(f);
-  return {bytes.begin(), bytes.end()};
+  return relay::make_frame(key, tenant, seq, last);
 }
 
 // A FRAME message carrying frame at key.
