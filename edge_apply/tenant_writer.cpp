@@ -141,6 +141,7 @@ struct TenantWriter::Impl {
   bool published = true;
   bool dirty = false;  // positions or published changed since the last manifest
   bool failed = true;  // not open, or an ambiguous I/O failure
+  bool compacting = false;  // a Compaction is out (start_compaction() until finish_compaction())
   uint64_t next_sequence = 1;
   replica::BlockCache cache;
   PendingSet pending;
@@ -673,10 +674,14 @@ WriterStatus TenantWriter::apply_truncate(std::string_view shard, const Relation
   return s.commit_ops(shard, ops, commit_lsn, std::nullopt);
 }
 
-WriterStatus TenantWriter::Impl::write_file(
-    replica::FileKind kind, const char* prefix,
-    const std::function<replica::Status(replica::Writer&)>& fill, LiveFile& out) {
-  const uint64_t sequence = next_sequence++;
+namespace {
+
+// Writes a replica file into dir under a temp name, then renames it into place and fsyncs dir;
+// fill() adds tables and records. Nothing remains on failure. Touches no writer state.
+WriterStatus write_replica_file(const fs::path& dir, const std::string& tenant, bool compress,
+                                uint64_t sequence, replica::FileKind kind, const char* prefix,
+                                const std::function<replica::Status(replica::Writer&)>& fill,
+                                FileEntry& entry) {
   const std::string name = file_name(prefix, sequence);
   const fs::path tmp = dir / (name + ".tmp");
   const fs::path path = dir / name;
@@ -686,7 +691,7 @@ WriterStatus TenantWriter::Impl::write_file(
     o.kind = kind;
     o.sequence = sequence;
     o.tenant_key = tenant;
-    o.compress = options.compress;
+    o.compress = compress;
     replica::Status st = w.create(tmp.string(), o);
     if (st.ok()) st = fill(w);
     if (st.ok()) st = w.finish();
@@ -694,10 +699,10 @@ WriterStatus TenantWriter::Impl::write_file(
       return {st.code == replica::Code::kIo ? WriterStatus::kIo : WriterStatus::kFailed,
               replica::describe(st, tmp.string())};
     }
-    out.entry.kind = kind == replica::FileKind::kBase ? FileKind::kBase : FileKind::kDelta;
-    out.entry.name = name;
-    out.entry.records = w.record_count();
-    out.entry.bytes = w.bytes_written();
+    entry.kind = kind == replica::FileKind::kBase ? FileKind::kBase : FileKind::kDelta;
+    entry.name = name;
+    entry.records = w.record_count();
+    entry.bytes = w.bytes_written();
   }
   std::error_code ec;
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -710,7 +715,22 @@ WriterStatus TenantWriter::Impl::write_file(
     fs::remove(path, ec);
     return fail(WriterStatus::kIo, why);
   }
+  return {};
+}
+
+}  // namespace
+
+WriterStatus TenantWriter::Impl::write_file(
+    replica::FileKind kind, const char* prefix,
+    const std::function<replica::Status(replica::Writer&)>& fill, LiveFile& out) {
+  const uint64_t sequence = next_sequence++;
+  if (WriterStatus st = write_replica_file(dir, tenant, options.compress, sequence, kind, prefix, fill, out.entry);
+      !st.ok()) {
+    return st;
+  }
+  const fs::path path = dir / out.entry.name;
   if (replica::Status st = out.file.open(path.string()); !st.ok()) {
+    std::error_code ec;
     fs::remove(path, ec);
     return file_status(st, path.string());
   }
@@ -770,48 +790,58 @@ WriterStatus TenantWriter::Impl::flush_impl() {
 
 WriterStatus TenantWriter::flush() { return impl_->flush_impl(); }
 
-WriterStatus TenantWriter::compact(bool force, bool* compacted) {
-  Impl& s = *impl_;
-  if (compacted != nullptr) *compacted = false;
-  if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
-  size_t deltas = 0;
-  for (const LiveFile& lf : s.files) deltas += lf.entry.kind == FileKind::kDelta ? 1 : 0;
-  const bool due = deltas >= std::max<size_t>(s.options.compact_deltas, 1) || (force && deltas > 0);
-  if (!due) return {};
-  // Tables by name, with their number in each file; one shape across files or no compaction.
+// A compaction's inputs (mapped again, for its own thread) and its result.
+struct Compaction::Impl {
+  fs::path dir;
+  std::string tenant;
+  bool compress = true;
+  uint64_t sequence = 0;  // of the new base, reserved by start_compaction()
+  struct Input {
+    FileEntry entry;
+    replica::ReplicaFile file;
+  };
+  std::vector<Input> inputs;  // the writer's files when it started, oldest first
+  // Tables by name: the newest file's description and the table's number in each input.
   struct Merged {
-    const replica::Table* table = nullptr;  // the newest file's description
-    std::vector<int64_t> numbers;           // per file, -1 when absent
+    replica::Table table;
+    std::vector<int64_t> numbers;  // per input, -1 when absent
   };
   std::map<std::string, Merged> tables;
-  for (size_t i = s.files.size(); i-- > 0;) {
-    for (const replica::Table& t : s.files[i].file.tables()) {
-      Merged& m = tables[t.schema + "." + t.name];
-      if (m.table == nullptr) {
-        m.table = &t;
-        m.numbers.assign(s.files.size(), -1);
-      } else if (!same_table_shape(*m.table, t)) {
-        return {};  // rows of two shapes cannot share a base (see compact()'s comment)
-      }
-      m.numbers[i] = t.table_no;
-    }
+  replica::BlockCache cache;
+  bool ran = false;
+  WriterStatus status;  // of run()
+  FileEntry base;       // run()'s output
+};
+
+Compaction::Compaction() : impl_(std::make_unique<Impl>()) {}
+Compaction::~Compaction() {
+  // A base that was written but never installed is not listed anywhere: remove it now (open()
+  // would remove it at the next start anyway).
+  if (impl_ && impl_->ran && impl_->status.ok() && !impl_->base.name.empty()) {
+    std::error_code ec;
+    fs::remove(impl_->dir / impl_->base.name, ec);
   }
+}
+
+WriterStatus Compaction::run() {
+  Impl& c = *impl_;
+  c.ran = true;
   // A failure reading one of the merged files: that file is named (not the new base), and a
   // corrupt input marks the tenant's replica corrupt rather than failing the writer.
   std::optional<WriterStatus> input_failure;
   auto input_failed = [&](const replica::Status& st, size_t i) {
-    input_failure = file_status(st, s.files[i].file.path());
+    input_failure = file_status(st, c.inputs[i].file.path());
     return st;
   };
   auto fill = [&](replica::Writer& w) -> replica::Status {
     uint32_t no = 0;
-    for (auto& [name, m] : tables) {
-      replica::Table t = *m.table;
+    for (auto& [name, m] : c.tables) {
+      replica::Table t = m.table;
       t.table_no = ++no;
       if (replica::Status st = w.add_table(t); !st.ok()) return st;
     }
     no = 0;
-    for (auto& [name, m] : tables) {
+    for (auto& [name, m] : c.tables) {
       ++no;
       // k-way merge, newest file winning on equal keys.
       struct Head {
@@ -819,11 +849,10 @@ WriterStatus TenantWriter::compact(bool force, bool* compacted) {
         replica::Record rec;
         bool live = false;
       };
-      std::vector<Head> heads(s.files.size());
-      for (size_t i = 0; i < s.files.size(); ++i) {
+      std::vector<Head> heads(c.inputs.size());
+      for (size_t i = 0; i < c.inputs.size(); ++i) {
         if (m.numbers[i] < 0) continue;
-        heads[i].scan =
-            s.files[i].file.scan(static_cast<uint32_t>(m.numbers[i]), "", std::nullopt, s.cache);
+        heads[i].scan = c.inputs[i].file.scan(static_cast<uint32_t>(m.numbers[i]), "", std::nullopt, c.cache);
         replica::Status st = heads[i].scan.next(heads[i].rec);
         if (st.failed()) return input_failed(st, i);
         heads[i].live = st.ok();
@@ -854,24 +883,101 @@ WriterStatus TenantWriter::compact(bool force, bool* compacted) {
     }
     return {};
   };
-  LiveFile base;
-  if (WriterStatus st = s.write_file(replica::FileKind::kBase, "base", fill, base); !st.ok()) {
-    return input_failure ? *input_failure : st;
+  c.status = write_replica_file(c.dir, c.tenant, c.compress, c.sequence, replica::FileKind::kBase, "base",
+                                fill, c.base);
+  if (!c.status.ok() && input_failure) c.status = *input_failure;
+  if (!c.status.ok()) c.base = FileEntry{};
+  return c.status;
+}
+
+WriterStatus TenantWriter::start_compaction(bool force, std::unique_ptr<Compaction>& out) {
+  Impl& s = *impl_;
+  out.reset();
+  if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  if (s.compacting) return {};
+  size_t deltas = 0;
+  for (const LiveFile& lf : s.files) deltas += lf.entry.kind == FileKind::kDelta ? 1 : 0;
+  const bool due = deltas >= std::max<size_t>(s.options.compact_deltas, 1) || (force && deltas > 0);
+  if (!due) return {};
+  auto job = std::unique_ptr<Compaction>(new Compaction());
+  Compaction::Impl& c = *job->impl_;
+  // Tables by name, with their number in each file; one shape across files or no compaction.
+  for (size_t i = s.files.size(); i-- > 0;) {
+    for (const replica::Table& t : s.files[i].file.tables()) {
+      auto [it, fresh] = c.tables.try_emplace(t.schema + "." + t.name);
+      if (fresh) {
+        it->second.table = t;
+        it->second.numbers.assign(s.files.size(), -1);
+      } else if (!same_table_shape(it->second.table, t)) {
+        return {};  // rows of two shapes cannot share a base (see compact()'s comment)
+      }
+      it->second.numbers[i] = t.table_no;
+    }
   }
+  c.dir = s.dir;
+  c.tenant = s.tenant;
+  c.compress = s.options.compress;
+  for (const LiveFile& lf : s.files) {
+    Compaction::Impl::Input in;
+    in.entry = lf.entry;
+    const std::string path = (s.dir / lf.entry.name).string();
+    if (replica::Status st = in.file.open(path); !st.ok()) return file_status(st, path);
+    c.inputs.push_back(std::move(in));
+  }
+  c.sequence = s.next_sequence++;
+  s.compacting = true;
+  out = std::move(job);
+  return {};
+}
+
+WriterStatus TenantWriter::finish_compaction(std::unique_ptr<Compaction> job, bool* compacted) {
+  Impl& s = *impl_;
+  if (compacted != nullptr) *compacted = false;
+  s.compacting = false;
+  if (!job) return {};
+  Compaction::Impl& c = *job->impl_;
+  if (!c.ran) return fail(WriterStatus::kFailed, "compaction finished before it ran");
+  if (!c.status.ok()) return c.status;
+  if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  LiveFile base;
+  base.entry = c.base;
+  const std::string path = (s.dir / c.base.name).string();
+  if (replica::Status st = base.file.open(path); !st.ok()) return file_status(st, path);
+  // The new base replaces its inputs; deltas flushed while it was merged stay on top of it.
+  std::unordered_set<std::string> merged;
+  for (const auto& in : c.inputs) merged.insert(in.entry.name);
   Manifest next = s.manifest;
   next.generation = s.manifest.generation + 1;
   next.files = {base.entry};
+  std::vector<LiveFile> files;
+  std::vector<LiveFile> old;
+  files.push_back(std::move(base));
+  for (LiveFile& lf : s.files) {
+    if (merged.count(lf.entry.name) != 0) {
+      old.push_back(std::move(lf));
+    } else {
+      next.files.push_back(lf.entry);
+      files.push_back(std::move(lf));
+    }
+  }
+  c.base = FileEntry{};  // installed: the job no longer owns it
   if (WriterStatus st = s.publish(next); !st.ok()) return st;
+  s.files = std::move(files);
   // The old files are no longer listed: remove them (readers mapping them keep reading).
-  std::vector<LiveFile> old = std::move(s.files);
-  s.files.clear();
-  s.files.push_back(std::move(base));
   std::error_code ec;
   for (const LiveFile& lf : old) fs::remove(s.dir / lf.entry.name, ec);
   std::string why;
   (void)fsync_directory(s.dir, why);  // best effort: open() removes leftovers
   if (compacted != nullptr) *compacted = true;
   return {};
+}
+
+WriterStatus TenantWriter::compact(bool force, bool* compacted) {
+  if (compacted != nullptr) *compacted = false;
+  std::unique_ptr<Compaction> job;
+  if (WriterStatus st = start_compaction(force, job); !st.ok() || !job) return st;
+  job->run();
+  return finish_compaction(std::move(job), compacted);
 }
 
 }  // namespace edgeshard::apply

@@ -52,6 +52,25 @@ struct WriterStatus {
   bool ok() const noexcept { return kind == kOk; }
 };
 
+// A compaction taken out of its TenantWriter (start_compaction()) so that the merge can run on
+// another thread while the writer keeps applying and flushing; finish_compaction() installs it.
+class Compaction {
+ public:
+  ~Compaction();
+  Compaction(const Compaction&) = delete;
+  Compaction& operator=(const Compaction&) = delete;
+
+  // Merges the input files (its own mappings) into a new base file, written under a temp name,
+  // fsynced and renamed into place. Touches no writer state: any thread, once.
+  WriterStatus run();
+
+ private:
+  friend class TenantWriter;
+  Compaction();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 class TenantWriter {
  public:
   // Choices of the writer.
@@ -129,6 +148,14 @@ class TenantWriter {
   // whose columns differ between files (after an ALTER TABLE) cannot be merged into one base:
   // compaction is then skipped.
   WriterStatus compact(bool force = false, bool* compacted = nullptr);
+
+  // The same in three steps, for a merge on another thread: start_compaction() sets `out` when a
+  // compaction is due (nullptr otherwise, also while one is out), the caller runs out->run()
+  // anywhere, and finish_compaction() publishes a manifest listing the new base followed by the
+  // deltas flushed meanwhile, and removes the merged files. The writer may apply and flush in
+  // between; one compaction at a time.
+  WriterStatus start_compaction(bool force, std::unique_ptr<Compaction>& out);
+  WriterStatus finish_compaction(std::unique_ptr<Compaction> job, bool* compacted = nullptr);
 
   // The manifest last published.
   const Manifest& manifest() const noexcept;

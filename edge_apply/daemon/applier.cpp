@@ -3,6 +3,7 @@
 
 #include "common/frame_reader.hpp"
 #include "common/lsn.hpp"
+#include "edge_apply/daemon/compactor.hpp"
 #include "edge_apply/daemon/copy_snapshot.hpp"
 #include "edge_apply/daemon/initial_copy.hpp"
 #include "edge_apply/daemon/relation_store.hpp"
@@ -121,6 +122,7 @@ struct Applier::Impl {
   std::vector<StreamPosition> streams;
   std::vector<ShardCopy> copies;
   std::vector<std::unique_ptr<ShardPositionWriter>> shard_positions;  // one per shard
+  Compactor compactor;
   std::set<std::string> recopy;  // tenants whose copy never published, removed at start-up
   bool fatal = false;
   frame::Reader reader;
@@ -322,6 +324,25 @@ struct Applier::Impl {
     c.relation_frames.clear();
   }
 
+  // Installs the compactions the compaction thread finished (new base, manifest, old files
+  // removed); false on a fatal error.
+  bool install_compactions() {
+    std::vector<Compactor::Job> finished;
+    compactor.take_finished(finished);
+    for (Compactor::Job& job : finished) {
+      auto it = tenants.find(job.first);
+      if (it == tenants.end() || it->second->broken) continue;  // dropped: its base is removed
+      Tenant& t = *it->second;
+      bool compacted = false;
+      if (WriterStatus st = t.writer.finish_compaction(std::move(job.second), &compacted); !st.ok()) {
+        if (!failed(t, st, "compact")) return false;
+        continue;
+      }
+      if (compacted) stats.compactions.fetch_add(1);
+    }
+    return true;
+  }
+
   // Path of the marker saying shard i's copy of every tenant completed (`tenants` = all).
   fs::path copied_marker(size_t i) const {
     return fs::path(config.data_dir) / "shards" / (escape_tenant(shards[i].shard) + ".copied");
@@ -470,13 +491,14 @@ struct Applier::Impl {
       }
       t->last_position_flush = now;
       if (w.manifest().generation != generation) stats.flushes.fetch_add(1);
-      if (pending) {
-        bool compacted = false;
-        if (WriterStatus st = w.compact(false, &compacted); !st.ok()) {
+      if (pending && !final) {
+        // Due for a compaction: merged on the compaction thread, installed by install_compactions().
+        std::unique_ptr<Compaction> job;
+        if (WriterStatus st = w.start_compaction(false, job); !st.ok()) {
           if (!failed(*t, st, "compact")) return false;
           continue;
         }
-        if (compacted) stats.compactions.fetch_add(1);
+        if (job) compactor.submit(key, std::move(job));
       }
     }
     // Every tenant's changes below each stream position are published now: say so once per shard
@@ -623,12 +645,15 @@ bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
       if (s.fatal) break;
     }
     if (Clock::now() >= next_flush) {
-      if (!s.flush_all(false)) break;
+      if (!s.install_compactions() || !s.flush_all(false)) break;
       next_flush = Clock::now() + every;
     }
   }
-  // The streams push nothing more: apply what is queued, flush everything, publish the acks.
+  // The streams push nothing more: apply what is queued, let the running compaction end and
+  // install what finished, flush everything, publish the acks.
   while (!s.fatal && s.queue.try_pop(ev)) s.apply(ev);
+  s.compactor.stop();
+  if (!s.fatal) s.install_compactions();
   if (!s.fatal) s.flush_all(true);
   s.queue.close();
   done = true;

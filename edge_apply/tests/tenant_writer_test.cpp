@@ -522,6 +522,51 @@ TEST_F(TenantWriterTest, SchemaChangeMidStream) {
   EXPECT_FALSE(compacted);
 }
 
+TEST_F(TenantWriterTest, CompactionOnAnotherThreadWhileApplyingGoesOn) {
+  reopen({.compact_deltas = 2, .compress = true});
+  apply(100, {{'I', kOrders, 1, {T("one")}}, {'I', kOrders, 2, {T("two")}}});
+  flush();
+  apply(200, {{'D', kOrders, 2, {}}, {'I', kOrders, 3, {T("three")}}});
+  flush();
+  std::unique_ptr<Compaction> job;
+  ASSERT_TRUE(w_->start_compaction(false, job).ok());
+  ASSERT_NE(job, nullptr);
+  std::unique_ptr<Compaction> second;
+  ASSERT_TRUE(w_->start_compaction(true, second).ok());
+  EXPECT_EQ(second, nullptr);  // one at a time
+  // The merge runs on its own thread while the writer applies and flushes two more deltas,
+  // one of them changing a merged row.
+  WriterStatus merged;
+  std::thread worker([&] { merged = job->run(); });
+  apply(300, {{'U', kOrders, 1, {T("uno")}}, {'I', kOrders, 4, {T("four")}}});
+  flush();
+  apply(400, {{'D', kOrders, 3, {}}});
+  flush();
+  worker.join();
+  ASSERT_TRUE(merged.ok()) << merged.message;
+  bool compacted = false;
+  ASSERT_TRUE(w_->finish_compaction(std::move(job), &compacted).ok());
+  EXPECT_TRUE(compacted);
+  // The base of the first two deltas, then the two written meanwhile, newest last.
+  ASSERT_EQ(w_->manifest().files.size(), 3u);
+  EXPECT_EQ(w_->manifest().files[0].kind, FileKind::kBase);
+  EXPECT_EQ(w_->manifest().files[0].records, 2u);  // rows 1 and 3; row 2's tombstone dropped
+  EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {4, {"four"}}}));
+  size_t replica_files = 0;
+  for (const auto& e : fs::directory_iterator(w_->dir())) replica_files += e.path().extension() == ".esr" ? 1 : 0;
+  EXPECT_EQ(replica_files, 3u);
+  reopen();
+  EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {4, {"four"}}}));
+  // A job dropped before it is installed leaves nothing behind.
+  ASSERT_TRUE(w_->start_compaction(true, job).ok());
+  ASSERT_NE(job, nullptr);
+  ASSERT_TRUE(job->run().ok());
+  job.reset();
+  replica_files = 0;
+  for (const auto& e : fs::directory_iterator(w_->dir())) replica_files += e.path().extension() == ".esr" ? 1 : 0;
+  EXPECT_EQ(replica_files, 3u);
+}
+
 TEST_F(TenantWriterTest, CompactionKeepsContentAndOldSnapshots) {
   reopen({.compact_deltas = 3, .compress = true});
   apply(100, {{'I', kOrders, 1, {T("one")}}, {'I', kOrders, 2, {T("two")}}});

@@ -158,6 +158,9 @@ $node->safe_psql('postgres', $sql);
 my $end1 = $node->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 wait_applied($end1, 'edgeshard-apply to apply workload 1');
 compare_all('after workload 1');
+# compact_deltas = 4: tenants with many transactions were merged into new bases on the
+# compaction thread while applying went on.
+cmp_ok(apply_metric('edgeshard_apply_compactions_total') // 0, '>', 0, 'compactions ran in the background');
 cmp_ok(apply_metric('edgeshard_apply_truncates_total') // 0, '>=', 1, 'the truncate was applied');
 cmp_ok(apply_metric('edgeshard_apply_tenants') // 0, '==', 20, '20 tenant replicas open');
 
