@@ -68,6 +68,7 @@ sub start_apply
 {
 	$apply{handle} = IPC::Run::start([ 'edgeshard-apply', '--config', $apply{conf} ],
 		'>>', $apply{log}, '2>>', $apply{log});
+	kill_at_exit(sub { $apply{handle} }) unless $apply{at_exit}++;
 	wait_until(sub { (apply_metric('edgeshard_apply_shard_connected', 1) // 0) == 1 },
 		'edgeshard-apply to connect to the relay');
 }

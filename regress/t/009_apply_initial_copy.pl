@@ -70,6 +70,7 @@ sub start_pgbench
 	$w{handle} = IPC::Run::start(
 		[ 'pgbench', '-n', '-c', '2', '-j', '2', '-T', $secs, '-f', $bench_script, $conn ],
 		'>', $w{log}, '2>&1');
+	kill_at_exit($w{handle});
 	return \%w;
 }
 
@@ -125,6 +126,7 @@ sub start_apply
 	my ($a) = @_;
 	$a->{handle} = IPC::Run::start([ 'edgeshard-apply', '--config', $a->{conf} ],
 		'>>', $a->{log}, '2>>', $a->{log});
+	kill_at_exit(sub { $a->{handle} }) unless $a->{at_exit}++;
 	wait_until(sub { defined apply_metric($a, 'edgeshard_apply_tenants') }, "$a->{name} to serve /metrics");
 }
 

@@ -102,12 +102,32 @@ sub start_relay
 	return \%r;
 }
 
+# IPC::Run handles of processes a test started (relays, daemons, readers): the END block kills
+# those still running, so that a test that dies half-way leaves nothing behind.
+my @at_exit;
+
+# Adds a handle (or a sub returning the current handle) for the END block to kill.
+sub kill_at_exit { push @at_exit, @_; }
+push @EXPORT, 'kill_at_exit';
+
+END
+{
+	local $?;
+	for my $h (@at_exit)
+	{
+		my $handle = ref $h eq 'CODE' ? $h->() : $h;
+		next unless $handle && eval { $handle->pumpable };
+		eval { $handle->signal('KILL'); $handle->finish };
+	}
+}
+
 # Starts (or restarts) the relay process of $r and waits until it serves.
 sub _launch
 {
 	my ($r) = @_;
 	$r->{handle} = IPC::Run::start([ 'edgeshard-relay', '--config', $r->{conf} ],
 		'>>', $r->{log}, '2>>', $r->{log});
+	kill_at_exit(sub { $r->{handle} }) unless $r->{at_exit}++;
 	wait_until(sub { defined relay_metrics($r) }, "relay $r->{name} to serve /metrics");
 }
 
@@ -206,6 +226,7 @@ sub start_subscriber
 	local $ENV{EDGESHARD_RELAY_TOKEN} = $o{token} // $ENV{EDGESHARD_RELAY_TOKEN};
 	my %s = (%o, out => \$out, err => \$err);
 	$s{handle} = IPC::Run::start(\@cmd, '>', \$out, '2>', \$err);
+	kill_at_exit($s{handle});
 	return \%s;
 }
 
@@ -385,6 +406,7 @@ sub start_file_subscriber
 	local $ENV{EDGESHARD_RELAY_TOKEN} = $o{token} // $ENV{EDGESHARD_RELAY_TOKEN};
 	my %s = (%o, err => \$err);
 	$s{handle} = IPC::Run::start(\@cmd, '>>', $o{file}, '2>', \$err);
+	kill_at_exit($s{handle});
 	return \%s;
 }
 push @EXPORT, 'start_file_subscriber';

@@ -17,30 +17,12 @@ use Time::HiRes ();
 use Cwd qw(abs_path);
 use File::Basename qw(basename dirname);
 use File::Path qw(rmtree);
-use RelayHarness qw(wait_until lsn_num http_metrics);
+use RelayHarness qw(wait_until lsn_num http_metrics kill_at_exit);
 use ReplicaReader;
 
 our @EXPORT = qw(test_dir test_seed start_shard_primaries apply_daemon launch_apply kill_apply stop_apply
   apply_metric wait_apply_connected wait_apply_caught_up replica_cli replica_rows primary_rows
   compare_replicas verify_replicas start_readers stop_readers kill_at_exit);
-
-# IPC::Run handles of processes this test started (daemons, readers, relays): the END block kills
-# those still running, so that a test that dies half-way leaves nothing behind.
-my @at_exit;
-
-# Adds a handle (or a sub returning the current handle) for the END block to kill.
-sub kill_at_exit { push @at_exit, @_; }
-
-END
-{
-	local $?;
-	for my $h (@at_exit)
-	{
-		my $handle = ref $h eq 'CODE' ? $h->() : $h;
-		next unless $handle && eval { $handle->pumpable };
-		eval { $handle->signal('KILL'); $handle->finish };
-	}
-}
 
 # A directory of this test's own under tmp_check (tmp_check/<test name>), emptied at its first
 # use: prove runs every test with the same tmp_check (kept between runs), so daemons' data
