@@ -160,12 +160,13 @@ struct TenantWriter::Impl {
   // Checks, stages and returns the changes of one group.
   WriterStatus stage_group(const RelationMap& relations,
                            std::span<const std::span<const uint8_t>> frames, std::vector<Op>& ops,
-                           uint64_t& commit_lsn, int64_t& commit_time);
+                           uint64_t& commit_lsn, int64_t& commit_time, uint64_t& end_lsn);
   // Stages one INSERT/UPDATE row.
   WriterStatus stage_row(const std::shared_ptr<const RelationInfo>& rel, const frame::Tuple& row,
                          const frame::Tuple* old_key, std::vector<Op>& ops);
   // Puts staged ops into the pending set (flushing first when a table's columns changed).
-  WriterStatus commit_ops(std::string_view shard, std::vector<Op>& ops, uint64_t commit_lsn,
+  // position: the shard's new applied bound (every transaction below it delivered).
+  WriterStatus commit_ops(std::string_view shard, std::vector<Op>& ops, uint64_t position,
                           std::optional<int64_t> commit_time);
   // Writes a replica file under a temp name, renames it into place, fsyncs the directory and maps
   // it. fill() adds tables and records. Nothing remains on failure.
@@ -430,7 +431,7 @@ WriterStatus TenantWriter::Impl::stage_row(const std::shared_ptr<const RelationI
 WriterStatus TenantWriter::Impl::stage_group(const RelationMap& relations,
                                              std::span<const std::span<const uint8_t>> frames,
                                              std::vector<Op>& ops, uint64_t& commit_lsn,
-                                             int64_t& commit_time) {
+                                             int64_t& commit_time, uint64_t& end_lsn) {
   frame::Reader reader;
   for (size_t i = 0; i < frames.size(); ++i) {
     if (frame::Status st = reader.open(frames[i]); !st.ok()) {
@@ -480,6 +481,7 @@ WriterStatus TenantWriter::Impl::stage_group(const RelationMap& relations,
         if (c->commit_lsn != commit_lsn)
           st = fail(WriterStatus::kBadGroup, "commit's commit lsn differs from the frames'");
         commit_time = c->commit_time_us;
+        end_lsn = c->end_lsn;
       } else if (std::holds_alternative<frame::TenantMoved>(m)) {
         // Routing information for the daemon, no row change.
       } else {
@@ -498,7 +500,7 @@ WriterStatus TenantWriter::Impl::stage_group(const RelationMap& relations,
 }
 
 WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<Op>& ops,
-                                            uint64_t commit_lsn,
+                                            uint64_t position,
                                             std::optional<int64_t> commit_time) {
   // A file holds one description per table: when rows were decoded with other columns than the
   // pending rows of their table (ALTER TABLE), the pending rows go to a file of their own first.
@@ -540,9 +542,9 @@ WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<
     pit = positions.emplace(std::string(shard), ShardPosition{}).first;
     pit->second.shard = std::string(shard);
   }
-  // Transactions arrive in commit order: every one below this commit LSN was delivered.
-  if (commit_lsn + 1 > pit->second.applied) {
-    pit->second.applied = commit_lsn + 1;
+  // Transactions arrive in commit order: every one below `position` was delivered.
+  if (position > pit->second.applied) {
+    pit->second.applied = position;
     dirty = true;
   }
   if (commit_time && *commit_time > pit->second.commit_time_us) {
@@ -601,10 +603,14 @@ WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap
     return {};
   }
   std::vector<Op> ops;
-  if (WriterStatus st = s.stage_group(relations, frames, ops, commit_lsn, commit_time); !st.ok()) {
+  uint64_t end_lsn = 0;
+  if (WriterStatus st = s.stage_group(relations, frames, ops, commit_lsn, commit_time, end_lsn); !st.ok()) {
     return st;
   }
-  return s.commit_ops(shard, ops, commit_lsn, commit_time);
+  // No other transaction's commit starts inside this one's commit record: the position may move
+  // to its end, which is where a bookmark taken after the commit points (edgeshard.bookmark()).
+  const uint64_t position = std::max(commit_lsn + 1, end_lsn);
+  return s.commit_ops(shard, ops, position, commit_time);
 }
 
 WriterStatus TenantWriter::apply_copy(const RelationMap& relations,
@@ -614,7 +620,8 @@ WriterStatus TenantWriter::apply_copy(const RelationMap& relations,
   int64_t commit_time = 0;
   if (WriterStatus st = s.check_group(frames, commit_lsn, commit_time); !st.ok()) return st;
   std::vector<Op> ops;
-  if (WriterStatus st = s.stage_group(relations, frames, ops, commit_lsn, commit_time); !st.ok()) {
+  uint64_t end_lsn = 0;
+  if (WriterStatus st = s.stage_group(relations, frames, ops, commit_lsn, commit_time, end_lsn); !st.ok()) {
     return st;
   }
   return s.commit_ops({}, ops, 0, std::nullopt);
@@ -671,7 +678,7 @@ WriterStatus TenantWriter::apply_truncate(std::string_view shard, const Relation
       ops.push_back(std::move(op));
     }
   }
-  return s.commit_ops(shard, ops, commit_lsn, std::nullopt);
+  return s.commit_ops(shard, ops, commit_lsn + 1, std::nullopt);
 }
 
 namespace {

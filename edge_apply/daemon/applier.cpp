@@ -631,6 +631,7 @@ bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
     }
   }
   const auto every = std::chrono::milliseconds(s.config.flush_interval_ms);
+  const auto backlog_max = std::chrono::milliseconds(s.config.flush_backlog_max_ms);
   auto next_flush = Clock::now() + every;
   ApplyEvent ev;
   for (;;) {
@@ -644,7 +645,10 @@ bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
       s.apply(ev);
       if (s.fatal) break;
     }
-    if (Clock::now() >= next_flush) {
+    // A due flush waits while changes are queued (a backlog: fewer, larger deltas and manifests
+    // catch up faster), but no longer than flush_backlog_max_ms.
+    const auto now = Clock::now();
+    if (now >= next_flush && (s.queue.size() == 0 || now >= next_flush + backlog_max)) {
       if (!s.install_compactions() || !s.flush_all(false)) break;
       next_flush = Clock::now() + every;
     }

@@ -83,6 +83,10 @@ const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
       integer("flush_interval_ms", "ms",
               "publish applied changes (one delta file and manifest per changed tenant) and ack this often",
               &ApplyConfig::flush_interval_ms),
+      integer("flush_backlog_max_ms", "ms",
+              "while received changes are queued (catching up), a due flush waits for the queue to "
+              "drain, at most this long: fewer, larger deltas when behind, flush_interval_ms when not",
+              &ApplyConfig::flush_backlog_max_ms),
       integer("position_flush_interval_ms", "ms",
               "tenants without changes get their own manifest's position moved at most this often "
               "(readers learn it every flush from the shard position files; this bounds what a restart "
@@ -157,6 +161,9 @@ void validate(const ApplyConfig& c) {
   if (trim(c.tenants).empty()) throw ConfigError("tenants is empty: 'all' or a comma list of tenant keys");
   if (c.flush_interval_ms < 1 || c.flush_interval_ms > 60000) {
     throw ConfigError("flush_interval_ms must be between 1 and 60000");
+  }
+  if (c.flush_backlog_max_ms < 0 || c.flush_backlog_max_ms > 60000) {
+    throw ConfigError("flush_backlog_max_ms must be between 0 and 60000");
   }
   if (c.position_flush_interval_ms < c.flush_interval_ms) {
     throw ConfigError("position_flush_interval_ms must be at least flush_interval_ms");

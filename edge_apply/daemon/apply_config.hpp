@@ -39,6 +39,7 @@ struct ApplyConfig {
   std::string token;
   std::string tenants = "all";
   int64_t flush_interval_ms = 20;
+  int64_t flush_backlog_max_ms = 1000;
   int64_t position_flush_interval_ms = 10000;
   int64_t compact_deltas = 8;
   bool compress = true;

@@ -267,7 +267,7 @@ TEST_F(TenantWriterTest, InitialCopyUnpublishedUntilSetAndKeepsPositions) {
   flush();
   EXPECT_TRUE(w_->manifest().published);
   EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {2, {"deux"}}}));
-  EXPECT_EQ(w_->applied("s1"), 501u);
+  EXPECT_EQ(w_->applied("s1"), 508u);  // the commit record's end
   // A copy group must still be one well-formed group of this tenant.
   auto other = make_group(0, {{'I', kOrders, 9, {T("x")}}}, 1000, "other");
   EXPECT_EQ(w_->apply_copy(rels_, spans(other)).kind, WriterStatus::kBadGroup);
@@ -276,13 +276,13 @@ TEST_F(TenantWriterTest, InitialCopyUnpublishedUntilSetAndKeepsPositions) {
 TEST_F(TenantWriterTest, ShardPositionFileMovesQuietTenantsForward) {
   apply(100, {{'I', kOrders, 1, {T("one")}}});
   flush();
-  EXPECT_EQ(w_->applied("s1"), 101u);
+  EXPECT_EQ(w_->applied("s1"), 108u);  // the commit record's end (commit 100, end 108)
   TenantReplica rep;
   ASSERT_TRUE(rep.open(data_.path, kTenant).ok());
   std::vector<ShardPosition> fresh;
   ASSERT_TRUE(rep.freshness(fresh).ok());
   ASSERT_EQ(fresh.size(), 1u);
-  EXPECT_EQ(fresh[0].applied, 101u);  // no shard file yet: the manifest's position
+  EXPECT_EQ(fresh[0].applied, 108u);  // no shard file yet: the manifest's position
   EXPECT_EQ(rep.wait_for("s1/0/1F4", std::chrono::milliseconds(1)).kind, ReplicaStatus::kTimeout);
   // The daemon publishes the shard's position after a flush round: quiet tenants follow.
   ShardPositionWriter pos;
@@ -294,7 +294,7 @@ TEST_F(TenantWriterTest, ShardPositionFileMovesQuietTenantsForward) {
   EXPECT_EQ(fresh[0].upstream, 520u);
   EXPECT_EQ(fresh[0].upstream_time_us, 7000);
   EXPECT_TRUE(rep.wait_for("s1/0/1F4", std::chrono::milliseconds(1)).ok());
-  EXPECT_EQ(w_->manifest().shards[0].applied, 101u);  // no manifest was written for it
+  EXPECT_EQ(w_->manifest().shards[0].applied, 108u);  // no manifest was written for it
   // Positions never go back; a second writer (a restart) reads the last one.
   pos.publish({400, 0, 0});
   ShardPositionWriter again;
@@ -311,10 +311,10 @@ TEST_F(TenantWriterTest, ShardPositionFileMovesQuietTenantsForward) {
   apply(600, {{'I', kOrders, 2, {T("two")}}});
   flush();  // new generation: the reader reloads and sees the marker
   ASSERT_TRUE(rep.freshness(fresh).ok());
-  EXPECT_EQ(fresh[0].applied, 601u);
+  EXPECT_EQ(fresh[0].applied, 608u);
   pos.publish({900, 0, 0});
   ASSERT_TRUE(rep.freshness(fresh).ok());
-  EXPECT_EQ(fresh[0].applied, 601u);
+  EXPECT_EQ(fresh[0].applied, 608u);
 }
 
 TEST(ShardPositionFile, RefusesForeignFilesAndReadsConsistently) {
@@ -360,7 +360,7 @@ TEST_F(TenantWriterTest, InsertUpdateDelete) {
   flush();
   EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}, {3, {"NULL"}}}));
   EXPECT_EQ(read_table(data_.path, "public.items"), (Content{{1, {"item"}}}));
-  EXPECT_EQ(w_->applied("s1"), 101u);
+  EXPECT_EQ(w_->applied("s1"), 108u);  // the commit record's end (commit 100, end 108)
   apply(200,
         {{'U', kOrders, 1, {T("uno")}}, {'D', kOrders, 2, {}}, {'I', kOrders, 4, {T("four")}}});
   apply(210, {{'D', kOrders, 4, {}}});
@@ -398,7 +398,7 @@ TEST_F(TenantWriterTest, UnchangedToastTakesOldValue) {
   WriterStatus st = w_->apply_group("s1", rels_, sp);
   EXPECT_EQ(st.kind, WriterStatus::kMissingRow) << st.message;
   EXPECT_FALSE(w_->has_pending());
-  EXPECT_EQ(w_->pending_position("s1"), 301u);
+  EXPECT_EQ(w_->pending_position("s1"), 308u);
 }
 
 TEST_F(TenantWriterTest, TransactionSplitIntoFrames) {
@@ -450,7 +450,7 @@ TEST_F(TenantWriterTest, ReapplyAfterReopenIsSkipped) {
   apply(200, {{'U', kOrders, 1, {T("two")}}});
   flush();
   reopen();
-  EXPECT_EQ(w_->applied("s1"), 201u);
+  EXPECT_EQ(w_->applied("s1"), 208u);
   bool skipped = false;
   auto g1 = make_group(100, {{'I', kOrders, 1, {T("one")}}});
   auto s1 = spans(g1);
@@ -485,7 +485,7 @@ TEST_F(TenantWriterTest, CrashWithoutFlushLosesOnlyPending) {
   EXPECT_FALSE(fs::exists(dir / "delta-00000000000000ff.esr"));
   EXPECT_FALSE(fs::exists(dir / "delta-0000000000000100.esr.tmp"));
   EXPECT_EQ(orders(), (Content{{1, {"one"}}}));
-  EXPECT_EQ(w_->applied("s1"), 101u);
+  EXPECT_EQ(w_->applied("s1"), 108u);  // the commit record's end (commit 100, end 108)
   apply(200, {{'I', kOrders, 2, {T("two")}}});  // redelivered by the relay
   flush();
   EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}}));
