@@ -814,6 +814,7 @@ struct Compaction::Impl {
     std::vector<int64_t> numbers;  // per input, -1 when absent
   };
   std::map<std::string, Merged> tables;
+  bool to_base = true;  // the inputs start at the oldest file: a base, tombstones dropped
   replica::BlockCache cache;
   bool ran = false;
   WriterStatus status;  // of run()
@@ -878,6 +879,8 @@ WriterStatus Compaction::run() {
         key.assign(r.key);
         if (!r.tombstone) {
           if (replica::Status st = w.add(no, r.key, r.value); !st.ok()) return st;
+        } else if (!c.to_base) {
+          if (replica::Status st = w.add_tombstone(no, r.key); !st.ok()) return st;
         }
         for (size_t i = 0; i < heads.size(); ++i) {
           Head& h = heads[i];
@@ -890,8 +893,9 @@ WriterStatus Compaction::run() {
     }
     return {};
   };
-  c.status = write_replica_file(c.dir, c.tenant, c.compress, c.sequence, replica::FileKind::kBase, "base",
-                                fill, c.base);
+  c.status = write_replica_file(c.dir, c.tenant, c.compress, c.sequence,
+                                c.to_base ? replica::FileKind::kBase : replica::FileKind::kDelta,
+                                c.to_base ? "base" : "delta", fill, c.base);
   if (!c.status.ok() && input_failure) c.status = *input_failure;
   if (!c.status.ok()) c.base = FileEntry{};
   return c.status;
@@ -906,17 +910,40 @@ WriterStatus TenantWriter::start_compaction(bool force, std::unique_ptr<Compacti
   for (const LiveFile& lf : s.files) deltas += lf.entry.kind == FileKind::kDelta ? 1 : 0;
   const bool due = deltas >= std::max<size_t>(s.options.compact_deltas, 1) || (force && deltas > 0);
   if (!due) return {};
+  // Runs: adjacent files whose tables have one shape. A file holds one description per table, so
+  // an ALTER TABLE starts a new run; each run can be merged on its own. The longest run is merged
+  // (the newest of equal ones): into a base when it starts at the oldest file (tombstones are then
+  // dropped), else into one delta in its place (tombstones kept: older runs may hold those keys).
+  size_t best_first = 0, best_len = 0;
+  for (size_t first = 0; first < s.files.size();) {
+    std::map<std::string, const replica::Table*> shapes;
+    size_t end = first;
+    for (; end < s.files.size(); ++end) {
+      bool fits = true;
+      for (const replica::Table& t : s.files[end].file.tables()) {
+        auto it = shapes.find(t.schema + "." + t.name);
+        if (it != shapes.end() && !same_table_shape(*it->second, t)) fits = false;
+      }
+      if (!fits) break;
+      for (const replica::Table& t : s.files[end].file.tables()) shapes.emplace(t.schema + "." + t.name, &t);
+    }
+    if (end - first >= best_len) {
+      best_first = first;
+      best_len = end - first;
+    }
+    first = end;
+  }
+  if (best_len < 2) return {};
   auto job = std::unique_ptr<Compaction>(new Compaction());
   Compaction::Impl& c = *job->impl_;
-  // Tables by name, with their number in each file; one shape across files or no compaction.
-  for (size_t i = s.files.size(); i-- > 0;) {
-    for (const replica::Table& t : s.files[i].file.tables()) {
+  c.to_base = best_first == 0;
+  // Tables by name, with their number in each input (the newest input's description).
+  for (size_t i = best_len; i-- > 0;) {
+    for (const replica::Table& t : s.files[best_first + i].file.tables()) {
       auto [it, fresh] = c.tables.try_emplace(t.schema + "." + t.name);
       if (fresh) {
         it->second.table = t;
-        it->second.numbers.assign(s.files.size(), -1);
-      } else if (!same_table_shape(it->second.table, t)) {
-        return {};  // rows of two shapes cannot share a base (see compact()'s comment)
+        it->second.numbers.assign(best_len, -1);
       }
       it->second.numbers[i] = t.table_no;
     }
@@ -924,10 +951,10 @@ WriterStatus TenantWriter::start_compaction(bool force, std::unique_ptr<Compacti
   c.dir = s.dir;
   c.tenant = s.tenant;
   c.compress = s.options.compress;
-  for (const LiveFile& lf : s.files) {
+  for (size_t i = best_first; i < best_first + best_len; ++i) {
     Compaction::Impl::Input in;
-    in.entry = lf.entry;
-    const std::string path = (s.dir / lf.entry.name).string();
+    in.entry = s.files[i].entry;
+    const std::string path = (s.dir / in.entry.name).string();
     if (replica::Status st = in.file.open(path); !st.ok()) return file_status(st, path);
     c.inputs.push_back(std::move(in));
   }
@@ -953,14 +980,19 @@ WriterStatus TenantWriter::finish_compaction(std::unique_ptr<Compaction> job, bo
   // The new base replaces its inputs; deltas flushed while it was merged stay on top of it.
   std::unordered_set<std::string> merged;
   for (const auto& in : c.inputs) merged.insert(in.entry.name);
+  // The merged file takes its inputs' place (they are adjacent): older runs before it, newer
+  // files, and deltas flushed while it was merged, after it.
   Manifest next = s.manifest;
   next.generation = s.manifest.generation + 1;
-  next.files = {base.entry};
+  next.files.clear();
   std::vector<LiveFile> files;
   std::vector<LiveFile> old;
-  files.push_back(std::move(base));
   for (LiveFile& lf : s.files) {
     if (merged.count(lf.entry.name) != 0) {
+      if (old.empty()) {
+        next.files.push_back(base.entry);
+        files.push_back(std::move(base));
+      }
       old.push_back(std::move(lf));
     } else {
       next.files.push_back(lf.entry);

@@ -143,10 +143,11 @@ class TenantWriter {
 
   // Merges the base and the deltas into a new base (newest record wins, tombstones dropped) when
   // there are at least Options::compact_deltas deltas (or `force` and at least two files),
-  // publishes a manifest listing only it and removes the old files (readers that map them keep
-  // reading them). Pending rows are not involved. `compacted` says whether it merged. Tables
-  // whose columns differ between files (after an ALTER TABLE) cannot be merged into one base:
-  // compaction is then skipped.
+  // publishes a manifest listing it instead of them and removes the old files (readers that map
+  // them keep reading them). Pending rows are not involved. `compacted` says whether it merged.
+  // A file holds one description per table: after an ALTER TABLE, files of the old and the new
+  // columns cannot share one file, so the files are merged run by run (adjacent files of one
+  // shape; the longest run), a later run into one delta that keeps its tombstones.
   WriterStatus compact(bool force = false, bool* compacted = nullptr);
 
   // The same in three steps, for a merge on another thread: start_compaction() sets `out` when a

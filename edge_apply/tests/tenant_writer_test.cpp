@@ -516,8 +516,32 @@ TEST_F(TenantWriterTest, SchemaChangeMidStream) {
   flush();
   EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}, {3, {"three", "x"}}}));
   EXPECT_EQ(w_->manifest().files.size(), 3u);  // the old-schema rows got their own delta
-  // Mixed shapes: compaction declines.
-  bool compacted = true;
+  // Mixed shapes: the two old-shape files are one run, merged into a base; the new-shape delta
+  // stays on top.
+  bool compacted = false;
+  ASSERT_TRUE(w_->compact(true, &compacted).ok());
+  EXPECT_TRUE(compacted);
+  ASSERT_EQ(w_->manifest().files.size(), 2u);
+  EXPECT_EQ(w_->manifest().files[0].kind, FileKind::kBase);
+  EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}, {3, {"three", "x"}}}));
+  // More new-shape deltas, deleting an old-shape row: that run merges into one delta in its
+  // place, keeping the tombstone (the base below still holds the row).
+  apply(400, {{'D', kOrders, 1, {}}, {'I', kOrders, 4, {T("four"), T("y")}}});
+  flush();
+  apply(500, {{'U', kOrders, 3, {T("drei"), T("z")}}});
+  flush();
+  ASSERT_EQ(w_->manifest().files.size(), 4u);
+  ASSERT_TRUE(w_->compact(true, &compacted).ok());
+  EXPECT_TRUE(compacted);
+  ASSERT_EQ(w_->manifest().files.size(), 2u);
+  EXPECT_EQ(w_->manifest().files[0].kind, FileKind::kBase);
+  EXPECT_EQ(w_->manifest().files[1].kind, FileKind::kDelta);
+  EXPECT_EQ(w_->manifest().files[1].records, 3u);  // rows 3 and 4, and row 1's tombstone
+  const Content want = {{2, {"two"}}, {3, {"drei", "z"}}, {4, {"four", "y"}}};
+  EXPECT_EQ(orders(), want);
+  reopen();
+  EXPECT_EQ(orders(), want);
+  // One file per shape: nothing left to merge.
   ASSERT_TRUE(w_->compact(true, &compacted).ok());
   EXPECT_FALSE(compacted);
 }
