@@ -142,7 +142,7 @@ bool decode_manifest(std::string_view text, Manifest& out, std::string& why) {
   return true;
 }
 
-bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::string& why) {
+bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::string& why, bool sync) {
   const std::string text = encode_manifest(m);
   const std::filesystem::path tmp = dir / "manifest.tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -150,7 +150,7 @@ bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::st
     why = "could not create " + tmp.string() + ": " + errno_text();
     return false;
   }
-  const bool ok = write_all(fd, text) && ::fsync(fd) == 0;
+  const bool ok = write_all(fd, text) && (!sync || ::fsync(fd) == 0);
   const std::string err = errno_text();
   ::close(fd);
   if (!ok) {
@@ -161,8 +161,7 @@ bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::st
     why = "could not put the manifest in place in " + dir.string() + ": " + errno_text();
     return false;
   }
-  if (!fsync_directory(dir, why)) return false;
-  return true;
+  return !sync || fsync_directory(dir, why);
 }
 
 bool read_manifest(const std::filesystem::path& dir, Manifest& out, std::string& why) {

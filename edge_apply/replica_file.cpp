@@ -728,7 +728,7 @@ struct Writer::Impl {
     store_u64(f + kFOffChecksum, XXH3_64bits(f, kFOffChecksum));
     if (Status st = emit(f, sizeof f, false); !st.ok()) return st;
     if (Status st = flush_out(); !st.ok()) return st;
-    if (::fsync(fd) != 0) {
+    if (options.sync && ::fsync(fd) != 0) {
       failed = true;
       return io_error(offset, "fsync failed", errno);
     }

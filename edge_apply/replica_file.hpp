@@ -163,6 +163,7 @@ class Writer {
     std::string tenant_key;                     // canonical tenant key, or empty
     uint32_t block_bytes = kDefaultBlockBytes;  // target raw size of a data block, 1 .. 64 MiB
     bool compress = true;                       // LZ4 where it saves at least an eighth
+    bool sync = true;  // fsync in finish() (false: the caller syncs, e.g. one syncfs for many files)
   };
 
   Writer();

@@ -172,11 +172,15 @@ struct TenantWriter::Impl {
   // it. fill() adds tables and records. Nothing remains on failure.
   WriterStatus write_file(replica::FileKind kind, const char* prefix,
                           const std::function<replica::Status(replica::Writer&)>& fill,
-                          LiveFile& out);
+                          LiveFile& out, bool sync = true);
   // flush(): the pending rows as a delta, then a manifest with the positions.
   WriterStatus flush_impl();
+  // The two steps of a flush (see TenantWriter::stage_flush()); sync: fsync each file.
+  WriterStatus stage_files(bool sync, bool* wrote_file);
+  WriterStatus publish_staged(bool sync);
   // Publishes m (manifest, then head); on failure the writer fails for good.
-  WriterStatus publish(const Manifest& m);
+  WriterStatus publish(const Manifest& m, bool sync = true);
+  std::optional<LiveFile> staged;  // the delta of stage_files(), until publish_staged()
   // Removes files of the directory that the manifest does not list.
   void remove_orphans();
 };
@@ -688,7 +692,7 @@ namespace {
 WriterStatus write_replica_file(const fs::path& dir, const std::string& tenant, bool compress,
                                 uint64_t sequence, replica::FileKind kind, const char* prefix,
                                 const std::function<replica::Status(replica::Writer&)>& fill,
-                                FileEntry& entry) {
+                                FileEntry& entry, bool sync = true) {
   const std::string name = file_name(prefix, sequence);
   const fs::path tmp = dir / (name + ".tmp");
   const fs::path path = dir / name;
@@ -699,6 +703,7 @@ WriterStatus write_replica_file(const fs::path& dir, const std::string& tenant, 
     o.sequence = sequence;
     o.tenant_key = tenant;
     o.compress = compress;
+    o.sync = sync;
     replica::Status st = w.create(tmp.string(), o);
     if (st.ok()) st = fill(w);
     if (st.ok()) st = w.finish();
@@ -718,7 +723,7 @@ WriterStatus write_replica_file(const fs::path& dir, const std::string& tenant, 
     return fail(WriterStatus::kIo, "could not rename " + tmp.string() + ": " + errno_text(e));
   }
   std::string why;
-  if (!fsync_directory(dir, why)) {
+  if (sync && !fsync_directory(dir, why)) {
     fs::remove(path, ec);
     return fail(WriterStatus::kIo, why);
   }
@@ -729,9 +734,9 @@ WriterStatus write_replica_file(const fs::path& dir, const std::string& tenant, 
 
 WriterStatus TenantWriter::Impl::write_file(
     replica::FileKind kind, const char* prefix,
-    const std::function<replica::Status(replica::Writer&)>& fill, LiveFile& out) {
+    const std::function<replica::Status(replica::Writer&)>& fill, LiveFile& out, bool sync) {
   const uint64_t sequence = next_sequence++;
-  if (WriterStatus st = write_replica_file(dir, tenant, options.compress, sequence, kind, prefix, fill, out.entry);
+  if (WriterStatus st = write_replica_file(dir, tenant, options.compress, sequence, kind, prefix, fill, out.entry, sync);
       !st.ok()) {
     return st;
   }
@@ -744,9 +749,9 @@ WriterStatus TenantWriter::Impl::write_file(
   return {};
 }
 
-WriterStatus TenantWriter::Impl::publish(const Manifest& m) {
+WriterStatus TenantWriter::Impl::publish(const Manifest& m, bool sync) {
   std::string why;
-  if (!write_manifest(dir, m, why)) {
+  if (!write_manifest(dir, m, why, sync)) {
     // The rename may or may not have happened: only a reopen knows which manifest is in place.
     failed = true;
     return fail(WriterStatus::kIo, why);
@@ -756,46 +761,67 @@ WriterStatus TenantWriter::Impl::publish(const Manifest& m) {
   return {};
 }
 
-WriterStatus TenantWriter::Impl::flush_impl() {
+WriterStatus TenantWriter::Impl::stage_files(bool sync, bool* wrote_file) {
+  if (wrote_file != nullptr) *wrote_file = false;
   if (failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
-  if (pending.empty() && !dirty) return {};
+  if (staged || pending.empty()) return {};
+  LiveFile added;
+  auto fill = [&](replica::Writer& w) -> replica::Status {
+    // Tables numbered in name order, so that the set's (table, key) order is record order.
+    std::map<std::string_view, uint32_t> numbers;
+    for (const auto& [table, rel] : pending_rel) {
+      const uint32_t no = static_cast<uint32_t>(numbers.size() + 1);
+      numbers.emplace(table, no);
+      if (replica::Status st = w.add_table(rel->to_table(no)); !st.ok()) return st;
+    }
+    for (const Node& n : pending) {
+      const uint32_t no = numbers.at(n.table);
+      replica::Status st = n.tombstone ? w.add_tombstone(no, n.key) : w.add(no, n.key, n.value);
+      if (!st.ok()) return st;
+    }
+    return {};
+  };
+  if (WriterStatus st = write_file(replica::FileKind::kDelta, "delta", fill, added, sync); !st.ok()) {
+    return st;  // nothing visible changed; pending stays pending
+  }
+  staged = std::move(added);
+  if (wrote_file != nullptr) *wrote_file = true;
+  return {};
+}
+
+WriterStatus TenantWriter::Impl::publish_staged(bool sync) {
+  if (failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  if (!staged && pending.empty() && !dirty) return {};
+  if (!staged && !pending.empty()) {
+    if (WriterStatus st = stage_files(sync, nullptr); !st.ok()) return st;
+  }
   Manifest next = manifest;
   next.generation = manifest.generation + 1;
   next.published = published;
   next.shards.clear();
   for (const auto& [name, p] : positions) next.shards.push_back(p);
-  std::optional<LiveFile> added;
-  if (!pending.empty()) {
-    added.emplace();
-    auto fill = [&](replica::Writer& w) -> replica::Status {
-      // Tables numbered in name order, so that the set's (table, key) order is record order.
-      std::map<std::string_view, uint32_t> numbers;
-      for (const auto& [table, rel] : pending_rel) {
-        const uint32_t no = static_cast<uint32_t>(numbers.size() + 1);
-        numbers.emplace(table, no);
-        if (replica::Status st = w.add_table(rel->to_table(no)); !st.ok()) return st;
-      }
-      for (const Node& n : pending) {
-        const uint32_t no = numbers.at(n.table);
-        replica::Status st = n.tombstone ? w.add_tombstone(no, n.key) : w.add(no, n.key, n.value);
-        if (!st.ok()) return st;
-      }
-      return {};
-    };
-    if (WriterStatus st = write_file(replica::FileKind::kDelta, "delta", fill, *added); !st.ok()) {
-      return st;  // nothing visible changed; pending stays pending
-    }
-    next.files.push_back(added->entry);
+  if (staged) next.files.push_back(staged->entry);
+  if (WriterStatus st = publish(next, sync); !st.ok()) return st;
+  if (staged) {
+    files.push_back(std::move(*staged));
+    staged.reset();
   }
-  if (WriterStatus st = publish(next); !st.ok()) return st;
-  if (added) files.push_back(std::move(*added));
   pending.clear_and_dispose(DisposeNode{});
   pending_rel.clear();
   dirty = false;
   return {};
 }
 
+WriterStatus TenantWriter::Impl::flush_impl() {
+  if (WriterStatus st = stage_files(true, nullptr); !st.ok()) return st;
+  return publish_staged(true);
+}
+
 WriterStatus TenantWriter::flush() { return impl_->flush_impl(); }
+
+WriterStatus TenantWriter::stage_flush(bool* wrote_file) { return impl_->stage_files(false, wrote_file); }
+
+WriterStatus TenantWriter::publish_flush() { return impl_->publish_staged(false); }
 
 // A compaction's inputs (mapped again, for its own thread) and its result.
 struct Compaction::Impl {

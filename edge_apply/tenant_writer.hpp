@@ -138,6 +138,15 @@ class TenantWriter {
   // Nothing is written when nothing changed. On an I/O error the writer fails for good: reopen.
   WriterStatus flush();
 
+  // flush() in two steps for a caller that makes many tenants durable at once: stage_flush()
+  // writes the pending rows' delta file (renamed into place, listed nowhere yet, not fsynced;
+  // `wrote_file` says whether there was one); the caller makes every staged file durable (one
+  // syncfs); publish_flush() then writes the manifest naming it and bumps the head, not fsynced
+  // either: the caller syncs again before it acks anything. A crash in between leaves the old
+  // manifest (unlisted files are removed at open). Nothing may be applied in between.
+  WriterStatus stage_flush(bool* wrote_file = nullptr);
+  WriterStatus publish_flush();
+
   // Whether rows are pending.
   bool has_pending() const noexcept;
 
