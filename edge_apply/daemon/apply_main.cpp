@@ -9,6 +9,7 @@
 #include "edge_apply/daemon/applier.hpp"
 #include "edge_apply/daemon/apply_config.hpp"
 #include "edge_apply/daemon/apply_metrics.hpp"
+#include "edge_apply/daemon/data_dir_lock.hpp"
 #include "edge_apply/daemon/event_queue.hpp"
 #include "edge_apply/daemon/shard_stream.hpp"
 #include "walsender_fanout/relay/fanout_server.hpp"
@@ -50,6 +51,11 @@ int run_apply(const ApplyConfig& config) {
   std::filesystem::create_directories(std::filesystem::path(config.data_dir) / "tenants", ec);
   if (ec) {
     log(Level::kError, "startup_failed", {{"error", "cannot create data_dir: " + ec.message()}});
+    return kExitFailed;
+  }
+  DataDirLock lock;
+  if (std::string why; !lock.acquire(config.data_dir, why)) {
+    log(Level::kError, "startup_failed", {{"error", why}});
     return kExitFailed;
   }
   std::deque<ShardState> shards;  // a deque: ShardState holds atomics and never moves

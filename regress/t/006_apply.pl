@@ -119,6 +119,13 @@ sub compare_all
 
 start_apply();
 
+# A second daemon on the same data directory is refused at start (exit 1), the first goes on.
+my ($second_out, $second_err) = ('', '');
+IPC::Run::run([ 'edgeshard-apply', '--config', $apply{conf}, '--metrics_listen', '' ],
+	'>', \$second_out, '2>', \$second_err, IPC::Run::timeout(30));
+is($? >> 8, 1, 'a second edgeshard-apply on the same data_dir exits 1');
+like($second_err, qr/data_dir .* is in use by another edgeshard-apply \(pid \d+\)/, 'it says the data_dir is in use');
+
 # --- workload 1 ---------------------------------------------------------------------------------
 my $sql = '';
 for my $t (@tenants)

@@ -3,11 +3,13 @@
 #include "common/frame_writer.hpp"
 #include "common/testing/temp_dir.hpp"
 #include "edge_apply/daemon/apply_config.hpp"
+#include "edge_apply/daemon/data_dir_lock.hpp"
 #include "edge_apply/daemon/event_queue.hpp"
 #include "edge_apply/daemon/relation_store.hpp"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <vector>
@@ -146,6 +148,22 @@ TEST(EventQueue, BoundedAndOrdered) {
   EXPECT_FALSE(q.pop(std::chrono::steady_clock::now() + std::chrono::milliseconds(5), out));
   q.close();
   EXPECT_FALSE(q.push(ApplyEvent{}));
+}
+
+TEST(DataDirLock, SecondDaemonOnTheSameDirectoryIsRefused) {
+  TempDir dir("apply_lock");
+  std::string why;
+  {
+    DataDirLock first;
+    ASSERT_TRUE(first.acquire(dir.path(), why)) << why;
+    DataDirLock second;  // another open file description: flock conflicts as between processes
+    EXPECT_FALSE(second.acquire(dir.path(), why));
+    EXPECT_NE(why.find("is in use by another edgeshard-apply (pid " + std::to_string(::getpid()) + ")"),
+              std::string::npos)
+        << why;
+  }
+  DataDirLock again;  // released with the first
+  EXPECT_TRUE(again.acquire(dir.path(), why)) << why;
 }
 
 }  // namespace
