@@ -58,8 +58,9 @@ const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
            &ApplyConfig::name),
       text("data_dir", "directory of the replicas: tenants/<key>/ (required)", &ApplyConfig::data_dir),
       {"shard", "list",
-       "one upstream per shard, NAME=HOST:PORT[,HOST:PORT...] (relays tried in order); repeat the "
-       "setting for several shards (required)",
+       "one upstream per shard, NAME=HOST:PORT[,HOST:PORT...] (relays tried in order), or "
+       "NAME=primary to stream from the shard's `primary` through this edge's own slot (no relay); "
+       "repeat the setting for several shards (required)",
        add_shard,
        [](const ApplyConfig& c) {
          std::string out;
@@ -78,6 +79,9 @@ const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
          return out;
        }},
       text("token", "token presented to the relays (or env EDGESHARD_RELAY_TOKEN)", &ApplyConfig::token),
+      text("slot", "logical replication slot on the primaries of shards set to NAME=primary, created "
+           "when missing (default: edgeshard_apply_<name>); one per edge",
+           &ApplyConfig::slot),
       text("tenants", "'all', or comma-separated tenant keys (sent to the relays as the tenant filter)",
            &ApplyConfig::tenants),
       integer("flush_interval_ms", "ms",
@@ -131,6 +135,16 @@ std::string ApplyConfig::primary_of(std::string_view shard) const {
   return {};
 }
 
+std::string ApplyConfig::slot_name() const {
+  if (!slot.empty()) return slot;
+  std::string out = "edgeshard_apply_";
+  for (char ch : name) {
+    const bool keep = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+    out += keep ? ch : (ch >= 'A' && ch <= 'Z') ? static_cast<char>(ch - 'A' + 'a') : '_';
+  }
+  return out.substr(0, 63);
+}
+
 void set_setting(ApplyConfig& config, const std::string& key, const std::string& value) {
   ::edgeshard::daemon::set_setting(settings(), config, key, value);
 }
@@ -157,7 +171,19 @@ void validate(const ApplyConfig& c) {
   if (!relay::proto::valid_name(c.name)) {
     throw ConfigError("invalid name \"" + c.name + "\": 1-63 characters of A-Z a-z 0-9 _ . -");
   }
-  if (c.token.empty()) throw ConfigError("no token: set token or env EDGESHARD_RELAY_TOKEN");
+  bool any_relay = false;
+  for (const auto& s : c.shards) {
+    any_relay |= !s.from_primary();
+    if (s.from_primary() && c.primary_of(s.shard).empty()) {
+      throw ConfigError("shard " + s.shard + " streams from its primary: set primary = " + s.shard + "=CONNINFO");
+    }
+  }
+  for (char ch : c.slot) {
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_') || c.slot.size() > 63) {
+      throw ConfigError("invalid slot \"" + c.slot + "\": 1-63 of a-z 0-9 _");
+    }
+  }
+  if (any_relay && c.token.empty()) throw ConfigError("no token: set token or env EDGESHARD_RELAY_TOKEN");
   if (trim(c.tenants).empty()) throw ConfigError("tenants is empty: 'all' or a comma list of tenant keys");
   if (c.flush_interval_ms < 1 || c.flush_interval_ms > 60000) {
     throw ConfigError("flush_interval_ms must be between 1 and 60000");
@@ -200,9 +226,10 @@ std::string usage_text() {
   out << "usage: edgeshard-apply [--config FILE] [--SETTING=VALUE ...]\n"
          "\n"
          "Keeps an edge's tenant replicas (edge_apply/FORMAT.md) up to date: subscribes to one\n"
-         "relay per shard (walsender_fanout/relay/PROTOCOL.md), applies each transaction's frame\n"
-         "group per tenant atomically, publishes a delta file and manifest per changed tenant every\n"
-         "flush_interval_ms, and acks the relay with what is durable. On restart every tenant\n"
+         "relay per shard (walsender_fanout/relay/PROTOCOL.md) or to the shard primary through a\n"
+         "slot of its own (shard = NAME=primary), applies each transaction's frame group per tenant\n"
+         "atomically, publishes a delta file and manifest per changed tenant every\n"
+         "flush_interval_ms, and acks upstream what is durable. On restart every tenant\n"
          "resumes from its manifest. SIGTERM/SIGINT: flush, ack, exit 0.\n"
          "\n"
          "Initial copy: with `primary` set for a shard, tenants that have no replica yet (a new\n"

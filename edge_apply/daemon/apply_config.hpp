@@ -18,10 +18,17 @@ namespace edgeshard::apply::daemon {
 // A bad configuration file, flag or value.
 using ConfigError = ::edgeshard::daemon::ConfigError;
 
-// One shard's upstream: `NAME=HOST:PORT[,HOST:PORT...]` (relays tried in order).
+// The upstream value that means "this shard's primary, through the edge's own slot".
+inline constexpr std::string_view kPrimaryUpstream = "primary";
+
+// One shard's upstream: `NAME=HOST:PORT[,HOST:PORT...]` (relays tried in order), or
+// `NAME=primary` (the shard's `primary` conninfo, through the slot slot_name()).
 struct ShardUpstream {
   std::string shard;  // shard name (edgeshard.shards.name), as the manifests record it
-  std::string hosts;  // RelayClient host list
+  std::string hosts;  // RelayClient host list, or kPrimaryUpstream
+
+  // Whether the shard streams from its primary's slot rather than from a relay.
+  bool from_primary() const noexcept { return hosts == kPrimaryUpstream; }
 };
 
 // One shard's primary for initial copies: `NAME=CONNINFO` (a libpq connection string).
@@ -37,6 +44,7 @@ struct ApplyConfig {
   std::vector<ShardUpstream> shards;
   std::vector<ShardPrimary> primaries;
   std::string token;
+  std::string slot;  // slot on primaries streamed directly ("": edgeshard_apply_<name>)
   std::string tenants = "all";
   int64_t flush_interval_ms = 20;
   int64_t flush_backlog_max_ms = 1000;
@@ -54,6 +62,8 @@ struct ApplyConfig {
   std::vector<std::string> tenant_list() const;
   // The conninfo of shard's primary ("" when none is configured: no initial copy).
   std::string primary_of(std::string_view shard) const;
+  // The slot name used on primaries streamed directly.
+  std::string slot_name() const;
 };
 
 // What the command line asked for.

@@ -99,6 +99,10 @@ int run_apply(const ApplyConfig& config) {
     o.token = config.token;
     o.tenants = tenants;
     o.start = shards[i].acked.load();
+    if (config.shards[i].from_primary()) {
+      o.primary_conninfo = config.primary_of(config.shards[i].shard);
+      o.slot = config.slot_name();
+    }
     o.connect_timeout_ms = static_cast<int>(config.connect_timeout_ms);
     o.reconnect_min_ms = static_cast<int>(config.reconnect_min_ms);
     o.reconnect_max_ms = static_cast<int>(config.reconnect_max_ms);

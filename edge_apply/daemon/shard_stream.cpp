@@ -3,6 +3,7 @@
 
 #include "common/frame_reader.hpp"
 #include "common/lsn.hpp"
+#include "edge_apply/daemon/primary_client.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
 #include "walsender_fanout/relay/relay_client.hpp"
 
@@ -49,11 +50,13 @@ void nap(int ms, const std::atomic<bool>& stop) {
   while (!stop.load() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
-// One connection's streaming loop.
+// One connection's streaming loop, over a relay (relay::RelayClient) or a primary's slot
+// (PrimaryClient): both deliver FRAMEs and KEEPALIVEs and take ACKs.
+template <typename Client>
 class Session {
  public:
   // A session on a connected client.
-  Session(const StreamOptions& o, ShardState& s, EventQueue& q, relay::RelayClient& c)
+  Session(const StreamOptions& o, ShardState& s, EventQueue& q, Client& c)
       : opt_(o), state_(s), queue_(q), client_(c), sent_below_(c.welcome().start) {}
 
   // Streams until stop or a failure (logged).
@@ -160,7 +163,7 @@ class Session {
   const StreamOptions& opt_;
   ShardState& state_;
   EventQueue& queue_;
-  relay::RelayClient& client_;
+  Client& client_;
   frame::Reader reader_;
   uint64_t sent_below_ = 0;  // the relay sent everything below this on this connection
   uint64_t last_ack_ = 0;
@@ -170,15 +173,34 @@ class Session {
 
 }  // namespace
 
-void run_shard_stream(const StreamOptions& options, ShardState& state, EventQueue& queue,
-                      const std::atomic<bool>& stop, const std::atomic<bool>& applier_done) {
-  relay::ClientOptions copts;
-  copts.hosts = state.hosts;
-  copts.name = options.name;
-  copts.token = options.token;
-  copts.tenants = options.tenants;
-  copts.connect_timeout_ms = options.connect_timeout_ms;
-  relay::RelayClient client;
+namespace {
+
+// The connection settings of a relay upstream.
+relay::ClientOptions relay_options(const StreamOptions& o, const ShardState& state) {
+  relay::ClientOptions c;
+  c.hosts = state.hosts;
+  c.name = o.name;
+  c.token = o.token;
+  c.tenants = o.tenants;
+  c.connect_timeout_ms = o.connect_timeout_ms;
+  return c;
+}
+
+// The connection settings of a primary upstream.
+PrimaryOptions primary_options(const StreamOptions& o) {
+  PrimaryOptions p;
+  p.conninfo = o.primary_conninfo;
+  p.slot = o.slot;
+  p.application_name = "edgeshard-apply " + o.name;
+  p.tenants = o.tenants;
+  p.connect_timeout_ms = o.connect_timeout_ms;
+  return p;
+}
+
+// The connection loop: connect (from what is durable), stream, reconnect with backoff.
+template <typename Client, typename Options>
+void run_with(Client& client, Options copts, const StreamOptions& options, ShardState& state,
+              EventQueue& queue, const std::atomic<bool>& stop, const std::atomic<bool>& applier_done) {
   int backoff = options.reconnect_min_ms;
   bool first = true;
   while (!stop.load()) {
@@ -187,7 +209,7 @@ void run_shard_stream(const StreamOptions& options, ShardState& state, EventQueu
     relay::ClientStatus st = client.connect(copts);
     if (!st.ok()) {
       log(st.error == relay::ClientError::kRefused ? Level::kError : Level::kWarning, "shard_connect_failed",
-          {{"shard", state.shard}, {"hosts", state.hosts}, {"start", format_lsn(copts.start)},
+          {{"shard", state.shard}, {"upstream", state.hosts}, {"start", format_lsn(copts.start)},
            {"error", relay::client_error_name(st.error)}, {"code", st.relay_code},
            {"message", st.message}, {"retry_ms", std::to_string(backoff)}});
       nap(backoff, stop);
@@ -202,11 +224,11 @@ void run_shard_stream(const StreamOptions& options, ShardState& state, EventQueu
          {"requested_start", format_lsn(copts.start)}, {"start", format_lsn(client.welcome().start)},
          {"relay_position", format_lsn(client.welcome().position)}});
     const auto began = Clock::now();
-    Session session(options, state, queue, client);
+    Session<Client> session(options, state, queue, client);
     const SessionEnd end = session.run(stop);
     if (end == SessionEnd::kStopped) state.quiet = true;
     if (end == SessionEnd::kStopped && client.connected()) {
-      // Clean shutdown: the applier flushes what it has, then the relay gets the final ack.
+      // Clean shutdown: the applier flushes what it has, then the upstream gets the final ack.
       const auto deadline = Clock::now() + std::chrono::seconds(10);
       while (!applier_done.load() && Clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -223,6 +245,19 @@ void run_shard_stream(const StreamOptions& options, ShardState& state, EventQueu
     backoff = std::min(backoff * 2, options.reconnect_max_ms);
   }
   state.quiet = true;
+}
+
+}  // namespace
+
+void run_shard_stream(const StreamOptions& options, ShardState& state, EventQueue& queue,
+                      const std::atomic<bool>& stop, const std::atomic<bool>& applier_done) {
+  if (options.primary_conninfo.empty()) {
+    relay::RelayClient client;
+    run_with(client, relay_options(options, state), options, state, queue, stop, applier_done);
+  } else {
+    PrimaryClient client;
+    run_with(client, primary_options(options), options, state, queue, stop, applier_done);
+  }
 }
 
 }  // namespace edgeshard::apply::daemon

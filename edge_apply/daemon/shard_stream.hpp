@@ -1,5 +1,5 @@
-// One shard's subscription (one thread each): a RelayClient connection to the shard's relay,
-// reconnecting with backoff. Every frame is checked completely (frame::Reader: header, checksum,
+// One shard's subscription (one thread each): a RelayClient connection to the shard's relay, or
+// the edge's own slot on the shard's primary (PrimaryClient), reconnecting with backoff. Every frame is checked completely (frame::Reader: header, checksum,
 // every message) before it goes anywhere; a tenant's frames are held until its group's LAST frame
 // and then handed to the applier whole, so the applier never sees half a transaction. Corrupt
 // frames and broken group rules drop the connection (never applied): the relay resends from the
@@ -39,6 +39,8 @@ struct StreamOptions {
   std::string token;
   std::vector<std::string> tenants;  // relay tenant filter (empty: all)
   uint64_t start = 0;                // first connection's start (0: the relay's registered position)
+  std::string primary_conninfo;      // set: stream from this primary's slot instead of a relay
+  std::string slot;                  // the slot on that primary
   int connect_timeout_ms = 5000;
   int reconnect_min_ms = 100;
   int reconnect_max_ms = 5000;

@@ -92,15 +92,17 @@ timezone = 'UTC'
 # --- the apply daemon ---------------------------------------------------------------------------
 
 # Writes the configuration of an edgeshard-apply daemon and returns its hash (not started):
-# name, data_dir, metrics_port, log, conf, shards (array of [name, relay hash]). Options: name
-# (the subscriber name, default edge1), tag (names its files, default the name), shards,
-# data_dir, and any other setting as key => value.
+# name, data_dir, metrics_port, log, conf, shards (array of [name, relay hash], or [name,
+# 'primary'] for a shard streamed from its primary's slot). Options: name (the subscriber name,
+# default edge1), tag (names its files, default the name), shards, primaries (shard name =>
+# conninfo: `primary` settings), data_dir, and any other setting as key => value.
 sub apply_daemon
 {
 	my (%o) = @_;
 	my $name = delete $o{name} // 'edge1';
 	my $tag = delete $o{tag} // $name;
 	my $shards = delete $o{shards};
+	my $primaries = delete $o{primaries} // {};
 	my %a = (
 		name => $name,
 		shards => $shards,
@@ -126,7 +128,16 @@ sub apply_daemon
 		my $v = $settings{$k} =~ s/'/''/gr;
 		print $fh "$k = '$v'\n";
 	}
-	print $fh "shard = '$_->[0]=127.0.0.1:$_->[1]{port}'\n" for @$shards;
+	for my $s (@$shards)
+	{
+		my $upstream = ref $s->[1] ? "127.0.0.1:$s->[1]{port}" : $s->[1];
+		print $fh "shard = '$s->[0]=$upstream'\n";
+	}
+	for my $s (sort keys %$primaries)
+	{
+		my $conninfo = $primaries->{$s} =~ s/'/''/gr;
+		print $fh "primary = '$s=$conninfo'\n";
+	}
 	close $fh;
 	return \%a;
 }

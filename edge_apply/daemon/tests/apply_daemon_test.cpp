@@ -76,6 +76,25 @@ TEST(ApplyConfig, PrimariesForInitialCopies) {
   EXPECT_THROW(parse({"--data_dir", "/tmp/x", "--token", "t", "--shard", "s1=h:1", "--primary", "s1="}), ConfigError);
 }
 
+TEST(ApplyConfig, ShardStreamedFromItsPrimary) {
+  ::unsetenv("EDGESHARD_RELAY_TOKEN");
+  // Every shard from its primary: no relay, so no token is needed.
+  CommandLine cl = parse({"--data_dir", "/tmp/x", "--name", "Edge-7.paris", "--shard", "s1=primary",
+                          "--primary", "s1=host=10.0.0.5 dbname=app"});
+  ASSERT_EQ(cl.config.shards.size(), 1u);
+  EXPECT_TRUE(cl.config.shards[0].from_primary());
+  EXPECT_EQ(cl.config.slot_name(), "edgeshard_apply_edge_7_paris");  // a valid slot name
+  cl = parse({"--data_dir", "/tmp/x", "--shard", "s1=primary", "--primary", "s1=host=a", "--slot", "pop_9"});
+  EXPECT_EQ(cl.config.slot_name(), "pop_9");
+  // NAME=primary needs that shard's primary; a relay shard still needs the token; slot names
+  // are what CREATE_REPLICATION_SLOT accepts.
+  EXPECT_THROW(parse({"--data_dir", "/tmp/x", "--shard", "s1=primary"}), ConfigError);
+  EXPECT_THROW(parse({"--data_dir", "/tmp/x", "--shard", "s1=primary", "--primary", "s1=host=a", "--shard", "s2=h:1"}),
+               ConfigError);
+  EXPECT_THROW(parse({"--data_dir", "/tmp/x", "--shard", "s1=primary", "--primary", "s1=host=a", "--slot", "Bad-Name"}),
+               ConfigError);
+}
+
 // A MANY_TENANTS frame with one RELATION of relid named name, at commit LSN key.
 std::vector<uint8_t> relation_frame(uint64_t key, uint32_t relid, const std::string& name, uint32_t seq = 0) {
   frame::Writer w(frame::Compression::kNone);
