@@ -274,6 +274,20 @@ uint64_t TenantWriter::pending_position(std::string_view shard) const {
 
 bool TenantWriter::has_pending() const noexcept { return !impl_->pending.empty(); }
 
+bool TenantWriter::idle() const noexcept {
+  return !impl_->failed && impl_->pending.empty() && !impl_->compacting;
+}
+
+void TenantWriter::close() {
+  // A fresh Impl is "not open"; the old one's destructor unmaps and closes everything.
+  impl_ = std::make_unique<Impl>();
+}
+
+bool TenantWriter::has_rows_from(std::string_view shard) const {
+  auto it = impl_->positions.find(shard);
+  return it != impl_->positions.end() && it->second.commit_time_us != 0;
+}
+
 const Manifest& TenantWriter::manifest() const noexcept { return impl_->manifest; }
 
 const fs::path& TenantWriter::dir() const noexcept { return impl_->dir; }

@@ -150,6 +150,19 @@ class TenantWriter {
   // Whether rows are pending.
   bool has_pending() const noexcept;
 
+  // Whether the writer is open and may be closed without losing anything: no pending rows and no
+  // compaction out (positions recorded since the last manifest are dropped: the shard position
+  // files vouch for them).
+  bool idle() const noexcept;
+
+  // Releases the writer's mappings, cache and descriptors (only when idle()); open() again to use
+  // it. The files stay as published.
+  void close();
+
+  // Whether a transaction (or an initial copy) of shard ever gave this tenant rows: only such
+  // tenants hold rows a TRUNCATE on that shard removes.
+  bool has_rows_from(std::string_view shard) const;
+
   // Merges the base and the deltas into a new base (newest record wins, tombstones dropped) when
   // there are at least Options::compact_deltas deltas (or `force` and at least two files),
   // publishes a manifest listing it instead of them and removes the old files (readers that map

@@ -14,6 +14,8 @@
 #include "edge_apply/tenant_writer.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
 
+#include <boost/intrusive/list.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <fcntl.h>
@@ -38,14 +40,21 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// One tenant served here.
-struct Tenant {
+// One tenant served here. Its writer is open while it is in the LRU list of open tenants; an
+// idle tenant beyond max_open_tenants is closed (mappings, cache and descriptors released) and
+// reopened by its next change.
+struct Tenant : boost::intrusive::list_base_hook<> {
   std::string key;
   TenantWriter writer;
+  bool open = false;
   bool broken = false;  // stopped applying: its replica needs a resync (initial copy)
   uint64_t copying = 0;  // bit i: waits for shard i's initial copy before it is published
+  uint64_t rows_from = 0;  // while closed: bit i, it has rows from shard i (TRUNCATE reopens it)
   Clock::time_point last_position_flush{};
 };
+
+// Open tenants, least recently used first.
+using TenantLru = boost::intrusive::list<Tenant>;
 
 // A shard's initial copy (see applier.hpp).
 struct ShardCopy {
@@ -117,6 +126,7 @@ struct Applier::Impl {
   std::set<std::string> served;
   TenantWriter::Options writer_options;
   std::map<std::string, std::unique_ptr<Tenant>, std::less<>> tenants;
+  TenantLru lru;  // the open ones (declared after tenants: unlinked before they go)
   std::vector<RelationMap> relations;
   std::vector<RelationStore> relation_stores;
   std::vector<StreamPosition> streams;
@@ -129,6 +139,7 @@ struct Applier::Impl {
     if (data_dir_fd >= 0) ::close(data_dir_fd);
   }
   std::set<std::string> recopy;  // tenants whose copy never published, removed at start-up
+  std::vector<Manifest> closed_start;  // manifests of the tenants left closed at start-up
   bool fatal = false;
   frame::Reader reader;
 
@@ -159,7 +170,7 @@ struct Applier::Impl {
     stats.broken_tenants.fetch_add(1);
     // Readers must stop taking the shard position files as this tenant's freshness.
     std::string why;
-    if (!write_file_durably(t.writer.dir() / "broken", std::string(what) + ": " + st.message + "\n", why)) {
+    if (!write_file_durably(tenant_dir(config.data_dir, t.key) / "broken", std::string(what) + ": " + st.message + "\n", why)) {
       log(Level::kError, "apply_failed", {{"tenant", t.key}, {"error", why}, {"action", "stopping"}});
       fatal = true;
       return false;
@@ -172,10 +183,56 @@ struct Applier::Impl {
     return true;
   }
 
-  // The tenant's writer, opened on first use; nullptr when broken or on a fatal error. A tenant
-  // new to this edge that a shard copy covers starts unpublished, waiting for those copies.
+  // Opens tenant t's writer again (closed by the LRU cap); false when that failed.
+  bool reopen(Tenant& t) {
+    WriterStatus st = t.writer.open(config.data_dir, t.key, writer_options);
+    if (!st.ok()) {
+      failed(t, st, "reopen");
+      return false;
+    }
+    t.open = true;
+    t.rows_from = 0;
+    t.last_position_flush = Clock::now();
+    lru.push_back(t);
+    stats.tenants.fetch_add(1);
+    stats.tenant_reopens.fetch_add(1);
+    return true;
+  }
+
+  // Closes the least recently used idle tenants until at most max_open_tenants are open (tenants
+  // with pending rows, a compaction out or a copy to publish stay open).
+  void close_idle_tenants() {
+    const auto cap = static_cast<size_t>(config.max_open_tenants);
+    for (auto it = lru.begin(); it != lru.end() && lru.size() > cap;) {
+      Tenant& t = *it;
+      if (t.broken || t.copying != 0 || !t.writer.idle()) {
+        ++it;
+        continue;
+      }
+      for (size_t i = 0; i < shards.size(); ++i) {
+        if (t.writer.has_rows_from(shards[i].shard)) t.rows_from |= shard_bit(i);
+      }
+      it = lru.erase(it);
+      t.writer.close();
+      t.open = false;
+      stats.tenants.fetch_sub(1);
+      stats.tenant_closes.fetch_add(1);
+    }
+  }
+
+  // The tenant's writer, opened on first use (or again after the LRU cap closed it); nullptr
+  // when broken or on a fatal error. A tenant new to this edge that a shard copy covers starts
+  // unpublished, waiting for those copies.
   Tenant* tenant(std::string_view key) {
     auto it = tenants.find(key);
+    if (it != tenants.end()) {
+      Tenant& t = *it->second;
+      if (t.broken) return nullptr;
+      if (!t.open) return reopen(t) ? &t : nullptr;
+      lru.erase(lru.iterator_to(t));
+      lru.push_back(t);
+      return &t;
+    }
     if (it == tenants.end()) {
       auto t = std::make_unique<Tenant>();
       t->key = std::string(key);
@@ -189,10 +246,12 @@ struct Applier::Impl {
       if (t->copying != 0) stats.tenants_copying.fetch_add(1);
       WriterStatus st = t->writer.open(config.data_dir, key, options);
       it = tenants.emplace(t->key, std::move(t)).first;
-      stats.tenants = tenants.size();
       if (!st.ok()) {
         failed(*it->second, st, "open");
       } else {
+        it->second->open = true;
+        lru.push_back(*it->second);
+        stats.tenants.fetch_add(1);
         log(Level::kInfo, "tenant_opened",
             {{"tenant", std::string(key)}, {"dir", it->second->writer.dir().string()},
              {"generation", std::to_string(it->second->writer.manifest().generation)}});
@@ -234,6 +293,10 @@ struct Applier::Impl {
       stats.truncates.fetch_add(1);
       for (auto& [key, t] : tenants) {
         if (t->broken || in_copy(*t, ev.shard, commit_lsn, xid)) continue;
+        if (!t->open && ((t->rows_from & shard_bit(ev.shard)) == 0 || !reopen(*t))) {
+          if (fatal) return;
+          continue;
+        }
         WriterStatus st = t->writer.apply_truncate(shards[ev.shard].shard, relations[ev.shard], relids, commit_lsn);
         if (!st.ok() && !failed(*t, st, "truncate")) return;
       }
@@ -310,7 +373,7 @@ struct Applier::Impl {
     c.state = ShardCopy::kDone;
     size_t published = 0;
     for (auto& [key, t] : tenants) {
-      if (t->broken || (t->copying & shard_bit(i)) == 0) continue;
+      if (t->broken || !t->open || (t->copying & shard_bit(i)) == 0) continue;
       t->copying &= ~shard_bit(i);
       if (t->copying != 0) continue;
       stats.tenants_copying.fetch_sub(1);
@@ -349,7 +412,7 @@ struct Applier::Impl {
     compactor.take_finished(finished);
     for (Compactor::Job& job : finished) {
       auto it = tenants.find(job.first);
-      if (it == tenants.end() || it->second->broken) continue;  // dropped: its base is removed
+      if (it == tenants.end() || it->second->broken || !it->second->open) continue;  // dropped
       Tenant& t = *it->second;
       bool compacted = false;
       if (WriterStatus st = t.writer.finish_compaction(std::move(job.second), &compacted); !st.ok()) {
@@ -402,6 +465,9 @@ struct Applier::Impl {
     };
     sink.rows = [&](std::string_view key, std::span<const std::vector<uint8_t>> frames, std::string& why) {
       if (!serves(key)) return true;
+      if (auto it = tenants.find(key); it != tenants.end() && (it->second->copying & shard_bit(i)) == 0) {
+        return true;  // replicated here already (and maybe closed: left so)
+      }
       Tenant* t = tenant(key);
       if (fatal) {
         why = "cannot open tenant " + std::string(key);
@@ -463,7 +529,7 @@ struct Applier::Impl {
     // The copied rows become durable (unpublished) before the copy counts as done.
     size_t copied_tenants = 0;
     for (auto& [key, t] : tenants) {
-      if (t->broken || (t->copying & shard_bit(i)) == 0) continue;
+      if (t->broken || !t->open || (t->copying & shard_bit(i)) == 0) continue;
       ++copied_tenants;
       if (WriterStatus st = t->writer.flush(); !st.ok() && !failed(*t, st, "copy flush")) return false;
     }
@@ -492,11 +558,11 @@ struct Applier::Impl {
     stats.flush_cycles.fetch_add(1);
     std::vector<Tenant*> round;  // tenants whose manifest this round replaces
     bool staged_files = false;
-    for (auto& [key, t] : tenants) {
-      if (t->broken) continue;
-      TenantWriter& w = t->writer;
+    for (Tenant& t : lru) {
+      if (t.broken) continue;
+      TenantWriter& w = t.writer;
       const bool pending = w.has_pending();
-      const bool due = final || now - t->last_position_flush >= position_every;
+      const bool due = final || now - t.last_position_flush >= position_every;
       bool moved = false;
       for (size_t s = 0; s < shards.size(); ++s) {
         const StreamPosition& sp = streams[s];
@@ -506,11 +572,11 @@ struct Applier::Impl {
       advance_to_streams(w);
       bool wrote = false;
       if (WriterStatus st = w.stage_flush(&wrote); !st.ok()) {
-        if (!failed(*t, st, "flush")) return false;
+        if (!failed(t, st, "flush")) return false;
         continue;
       }
       staged_files = staged_files || wrote;
-      round.push_back(t.get());
+      round.push_back(&t);
     }
     // One sync for every delta of the round, then the manifests naming them, one more sync: two
     // syncs a round instead of four fsyncs per tenant; nothing is acked before the second.
@@ -542,14 +608,14 @@ struct Applier::Impl {
       const StreamPosition& sp = streams[s];
       if (sp.position != 0) shard_positions[s]->publish({sp.position, sp.upstream, sp.upstream_time_us});
     }
+    // The round published every change below the stream positions (tenants that failed it are
+    // broken: never acked for), and the shard position files say so: acks and restarts go by
+    // them, not by the quiet tenants' manifests.
     for (size_t s = 0; s < shards.size(); ++s) {
-      uint64_t ack = streams[s].position;
-      for (auto& [key, t] : tenants) {
-        if (!t->broken) ack = std::min(ack, t->writer.applied(shards[s].shard));
-      }
-      uint64_t cur = shards[s].acked.load();
-      if (ack > cur) shards[s].acked = ack;
+      const uint64_t ack = streams[s].position;
+      if (ack > shards[s].acked.load()) shards[s].acked = ack;
     }
+    if (!final) close_idle_tenants();
     return true;
   }
 };
@@ -618,8 +684,21 @@ bool Applier::open_existing() {
       s.recopy.insert(m.tenant);
       continue;
     }
-    s.tenant(m.tenant);
-    if (s.fatal) return false;
+    if (s.lru.size() < static_cast<size_t>(s.config.max_open_tenants)) {
+      s.tenant(m.tenant);
+      if (s.fatal) return false;
+    } else {
+      // Beyond the cap: known, opened by its first change.
+      auto t = std::make_unique<Tenant>();
+      t->key = m.tenant;
+      for (size_t i = 0; i < s.shards.size(); ++i) {
+        for (const ShardPosition& p : m.shards) {
+          if (p.shard == s.shards[i].shard && p.commit_time_us != 0) t->rows_from |= shard_bit(i);
+        }
+      }
+      s.closed_start.push_back(m);
+      s.tenants.emplace(t->key, std::move(t));
+    }
   }
   // Plan the initial copies: shards with a primary, tenants missing here.
   std::vector<std::string> missing;
@@ -644,14 +723,23 @@ bool Applier::open_existing() {
     if (covered) s.tenant(key);
     if (s.fatal) return false;
   }
-  // Each shard starts at the smallest position its tenants have (0: the relay's registered ack,
-  // which never passes a manifest); a new data_dir starts at the relay's current position.
+  // Each shard starts at the smallest position its tenants' manifests have, or further at its
+  // shard position file's, which vouches for every tenant (0: the relay's registered ack, which
+  // never passes them; a new data_dir starts at the relay's current position).
   for (size_t i = 0; i < s.shards.size(); ++i) {
     uint64_t start = std::numeric_limits<uint64_t>::max();
     for (auto& [key, t] : s.tenants) {
-      if (!t->broken && t->copying == 0) start = std::min(start, t->writer.applied(s.shards[i].shard));
+      if (!t->broken && t->open && t->copying == 0) start = std::min(start, t->writer.applied(s.shards[i].shard));
+    }
+    for (const Manifest& m : s.closed_start) {
+      uint64_t applied = 0;
+      for (const ShardPosition& p : m.shards) {
+        if (p.shard == s.shards[i].shard) applied = p.applied;
+      }
+      start = std::min(start, applied);
     }
     if (start == std::numeric_limits<uint64_t>::max()) start = 0;
+    start = std::max(start, s.shard_positions[i]->last().position);
     s.shards[i].acked = start;
     s.streams[i].position = start;
     log(Level::kInfo, "shard_resume",

@@ -1,8 +1,8 @@
 // The applier thread of edgeshard-apply: owns every TenantWriter and every shard's RelationMap,
 // takes the shard streams' events in order and applies them (groups, TRUNCATE, RELATION,
 // positions); every flush_interval it publishes each tenant with pending rows (and, at most every
-// position_flush_interval, tenants whose position only moved), then sets each shard's ack to the
-// smallest position all of that shard's tenants have made durable.
+// position_flush_interval, open tenants whose position only moved), then acks each shard's
+// stream position.
 //
 // Initial copy (DESIGN.md 6.1, initial_copy.hpp): open_existing() removes tenants whose copy
 // never published and plans one copy per shard that has a primary configured (every tenant not
@@ -15,9 +15,12 @@
 //
 // Correctness: a shard's position P (the applier's "everything below P was handed over") only
 // comes from KEEPALIVEs and from frame keys (a frame with key K means every transaction below K
-// is complete), so advancing a tenant to P never skips a group still on its way. Acks never pass
-// a tenant's manifest; a restart starts each shard at the smallest manifest position (0, the
-// relay's registered ack, when a tenant has none), and TenantWriter skips groups it already has.
+// is complete), so advancing a tenant to P never skips a group still on its way. A flush round
+// publishes every tenant's pending rows, makes them durable, and only then stores P in the
+// shard's position file (edge_apply/shard_position.hpp) and acks P: so a restart starts each
+// shard at max(the smallest manifest position, the position file's), and TenantWriter skips
+// groups a tenant already has. Quiet tenants need no manifest rewrite for acks to move, which
+// is what lets idle tenants be closed (max_open_tenants, an LRU of open writers) and stay closed.
 #pragma once
 
 #include "common/no_postgres.hpp"
@@ -37,6 +40,8 @@ namespace edgeshard::apply::daemon {
 // Counters of the applier (read by /metrics).
 struct ApplierStats {
   std::atomic<uint64_t> tenants{0};         // open tenant writers
+  std::atomic<uint64_t> tenant_closes{0};   // idle writers closed by the max_open_tenants cap
+  std::atomic<uint64_t> tenant_reopens{0};  // closed writers opened again by a change
   std::atomic<uint64_t> broken_tenants{0};  // tenants that stopped applying (need a resync)
   std::atomic<uint64_t> flushes{0};         // tenant flushes that published a manifest
   std::atomic<uint64_t> flush_cycles{0};

@@ -98,6 +98,10 @@ const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
               &ApplyConfig::position_flush_interval_ms),
       integer("compact_deltas", "", "merge a tenant's files into a new base once it has this many deltas",
               &ApplyConfig::compact_deltas),
+      integer("max_open_tenants", "",
+              "tenant writers kept open (mappings, block cache, descriptors); beyond it the least "
+              "recently changed idle ones are closed after a flush and reopened by their next change",
+              &ApplyConfig::max_open_tenants),
       boolean("compress", "LZ4 blocks in the replica files", &ApplyConfig::compress),
       integer("queue_bytes", "bytes",
               "frames received and not applied yet, at most (the shard streams wait beyond it)",
@@ -195,6 +199,7 @@ void validate(const ApplyConfig& c) {
     throw ConfigError("position_flush_interval_ms must be at least flush_interval_ms");
   }
   if (c.compact_deltas < 2) throw ConfigError("compact_deltas must be at least 2");
+  if (c.max_open_tenants < 1) throw ConfigError("max_open_tenants must be at least 1");
   if (c.queue_bytes < (int64_t{1} << 20)) throw ConfigError("queue_bytes must be at least 1MB");
   if (c.connect_timeout_ms < 100) throw ConfigError("connect_timeout_ms must be at least 100");
   if (c.reconnect_min_ms < 1 || c.reconnect_max_ms < c.reconnect_min_ms) {

@@ -50,6 +50,7 @@ struct ApplyConfig {
   int64_t flush_backlog_max_ms = 1000;
   int64_t position_flush_interval_ms = 10000;
   int64_t compact_deltas = 8;
+  int64_t max_open_tenants = 1000;
   bool compress = true;
   int64_t queue_bytes = int64_t{64} << 20;
   int64_t connect_timeout_ms = 5000;

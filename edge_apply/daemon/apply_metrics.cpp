@@ -19,6 +19,10 @@ std::string render_metrics(const MetricsSources& s) {
   const ApplierStats& a = *s.applier;
   one("edgeshard_apply_tenants", "gauge", "tenant replicas open for writing",
       static_cast<double>(a.tenants.load()));
+  one("edgeshard_apply_tenant_closes_total", "counter", "idle tenant writers closed by max_open_tenants",
+      static_cast<double>(a.tenant_closes.load()));
+  one("edgeshard_apply_tenant_reopens_total", "counter", "closed tenant writers opened again by a change",
+      static_cast<double>(a.tenant_reopens.load()));
   one("edgeshard_apply_broken_tenants", "gauge", "tenants no longer applied (need a resync)",
       static_cast<double>(a.broken_tenants.load()));
   one("edgeshard_apply_flushes_total", "counter", "tenant manifests published",

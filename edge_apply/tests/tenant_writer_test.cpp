@@ -491,6 +491,28 @@ TEST_F(TenantWriterTest, CrashWithoutFlushLosesOnlyPending) {
   EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}}));
 }
 
+TEST_F(TenantWriterTest, CloseOnlyWhenIdleAndReopenCarriesOn) {
+  EXPECT_TRUE(w_->idle());
+  EXPECT_FALSE(w_->has_rows_from("s1"));
+  apply(100, {{'I', kOrders, 1, {T("one")}}});
+  EXPECT_FALSE(w_->idle());  // pending rows: the LRU must not close it
+  EXPECT_TRUE(w_->has_rows_from("s1"));
+  EXPECT_FALSE(w_->has_rows_from("s2"));
+  flush();
+  EXPECT_TRUE(w_->idle());
+  w_->close();
+  EXPECT_FALSE(w_->idle());  // closed: nothing to close again, nothing applies
+  auto g = make_group(200, {{'I', kOrders, 2, {T("two")}}});
+  auto sg = spans(g);
+  EXPECT_FALSE(w_->apply_group("s1", rels_, sg).ok());
+  EXPECT_EQ(orders(), (Content{{1, {"one"}}}));  // readers keep the published files
+  ASSERT_TRUE(w_->open(data_.path, kTenant).ok());
+  EXPECT_TRUE(w_->has_rows_from("s1"));  // from the manifest
+  ASSERT_TRUE(w_->apply_group("s1", rels_, sg).ok());
+  flush();
+  EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}}));
+}
+
 TEST_F(TenantWriterTest, Truncate) {
   apply(100,
         {{'I', kOrders, 1, {T("one")}}, {'I', kOrders, 2, {T("two")}}, {'I', kItems, 1, {T("i")}}});

@@ -3,7 +3,8 @@
 # A random workload (seeded: ES_SEED) of inserts, updates, key-changing updates, deletes, TOASTed
 # values left unchanged, multi-tenant transactions and TRUNCATEs (table-wide on one shard: the
 # other shard's tenants keep their rows) runs on both primaries while the daemon is killed with
-# SIGKILL at random moments and restarted each time: 50 times (about 35 s of the test's 60), 200
+# SIGKILL at random moments and restarted each time (at most 40 tenant writers open: the others
+# are closed once idle and reopened by their next change): 50 times (about 35 s of the test's 60), 200
 # with ES_LONG (scripts/test --long), or APPLY_TEST_KILLS times. Two reader processes running
 # throughout, across the kills, read every tenant's accounts from the replica: transfers move
 # money between two accounts of a tenant, so every read must show exactly the tenant's accounts
@@ -52,7 +53,10 @@ for my $s (@shards)
 	kill_at_exit(sub { $relay{$s}{handle} });
 	wait_until(sub { (metric($relay{$s}, 'edgeshard_relay_upstream_connected') // 0) == 1 }, "relay of $s upstream");
 }
-my $apply = apply_daemon(shards => [ map { [ $_, $relay{$_} ] } @shards ]);
+# At most 40 of the 200 tenants' writers stay open: the others are closed once idle and reopened
+# by their next change (or a TRUNCATE on a shard they have rows from).
+my $max_open = 40;
+my $apply = apply_daemon(shards => [ map { [ $_, $relay{$_} ] } @shards ], max_open_tenants => $max_open);
 launch_apply($apply, 1);
 
 # Tenants 1..200 over the shards, as the ring places them (both shards route alike).
@@ -382,6 +386,11 @@ for my $s (@shards)
 }
 compare_replicas(data_dir => $apply->{data_dir}, tenants => \@tenants, owner => \%owner, tables => \@tables,
 	what => "after the workload and $kills kills");
+ok(wait_until(sub { (apply_metric($apply, 'edgeshard_apply_tenants') // 1e9) <= $max_open }, 'idle tenants to close'),
+	"at most $max_open tenant writers stay open");
+cmp_ok(apply_metric($apply, 'edgeshard_apply_tenant_reopens_total') // 0, '>', 0,
+	'closed tenants were reopened by the TRUNCATE (' . (apply_metric($apply, 'edgeshard_apply_tenant_reopens_total') // 0) . ')');
+cmp_ok(apply_metric($apply, 'edgeshard_apply_tenant_closes_total') // 0, '>', 0, 'and closed again once idle');
 verify_replicas($apply->{data_dir}, $ntenants, "after $kills kills");
 
 my $r = stop_readers($readers);
