@@ -1,6 +1,8 @@
-// Module entry point: PG_MODULE_MAGIC, the GUCs, and registration of the shard-map invalidation.
+// Module entry point: PG_MODULE_MAGIC, the GUCs (the archive module's in archive_module.cpp), and
+// registration of the shard-map invalidation.
 #include <cstring>
 
+#include "extension/archive_module.hpp"
 #include "extension/shard_map.hpp"
 #include "extension/pg_cxx.hpp"
 #include "extension/settings.hpp"
@@ -42,6 +44,7 @@ static void init_module() {
       "Lets a superuser write rows of tenants this node does not own.",
       "For repair and tenant moves only; never set it in postgresql.conf.",
       &edgeshard_bypass_write_guard, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  edgeshard::archive_module::define_settings();
   MarkGUCPrefixReserved("edgeshard");
   edgeshard::shard_map::register_invalidation();
 }

@@ -101,6 +101,17 @@ static int whole_chars(const char* text) {
   return pg_mbcliplen(text, len, len);
 }
 
+void log_pending(const PendingError* pending, int elevel) {
+  Assert(elevel < ERROR);
+  ereport(elevel,
+          (errcode(pending->sqlstate),
+           errmsg_internal("%.*s", whole_chars(pending->message), pending->message),
+           pending->detail[0] ? errdetail_internal("%.*s", whole_chars(pending->detail),
+                                                   pending->detail)
+                              : 0,
+           pending->hint[0] ? errhint("%.*s", whole_chars(pending->hint), pending->hint) : 0));
+}
+
 void raise_pending(const PendingError* pending) {
   ereport(ERROR,
           (errcode(pending->sqlstate),

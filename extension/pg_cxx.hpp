@@ -5,6 +5,8 @@
 //   - EDGESHARD_FUNCTION(name) defines a V1 function whose body is C++: any exception leaving it is
 //     caught, copied into plain storage, and re-raised with ereport only after every C++ object of
 //     the body has been destroyed.
+//   - pg::guard_no_raise(body, WARNING) runs a callback body that must never raise (archive_file_cb):
+//     an exception is logged at WARNING, with its SQLSTATE, and the callback returns false.
 //   - pg::call(f) runs f, a lambda calling PostgreSQL functions that may raise; a PostgreSQL ERROR
 //     becomes a pg::Error exception carrying the same SQLSTATE, message, detail and hint.
 // A PostgreSQL error caught by pg::call must be let go to the boundary: the transaction is aborted
@@ -72,6 +74,9 @@ void capture_current_exception(PendingError* out) noexcept;
 // Raises `pending` as a PostgreSQL ERROR; called once no C++ object is alive.
 [[noreturn]] void raise_pending(const PendingError* pending);
 
+// Logs `pending` at elevel (below ERROR: it returns); called once no C++ object is alive.
+void log_pending(const PendingError* pending, int elevel);
+
 // Runs body(); returns false and fills `out` if it threw.
 template <typename Body>
 bool run_catching_exception(Body& body, PendingError* out) noexcept {
@@ -119,6 +124,22 @@ template <typename Body>
 void guard(Body&& body) {
   detail::PendingError pending;
   if (!detail::run_catching_exception(body, &pending)) detail::raise_pending(&pending);
+}
+
+// Runs body() (returning bool) as the whole of a callback that must never raise, such as the
+// archive module's archive_file_cb (an ERROR there kills the archiver): an exception is logged at
+// elevel (WARNING) with its SQLSTATE, message, detail and hint, and the callback returns false.
+template <typename Body>
+bool guard_no_raise(Body&& body, int elevel) {
+  static_assert(std::is_same_v<std::invoke_result_t<Body&>, bool>);
+  detail::PendingError pending;
+  bool result = false;
+  auto run = [&] { result = body(); };
+  if (!detail::run_catching_exception(run, &pending)) {
+    detail::log_pending(&pending, elevel);
+    return false;
+  }
+  return result;
 }
 
 }  // namespace edgeshard::pg

@@ -11,5 +11,8 @@ namespace edgeshard::sqlstate {
 inline constexpr int kWrongShard = MAKE_SQLSTATE('S', 'H', '0', '0', '1');
 // The row's tenant is being moved between shards: retry after a short backoff.
 inline constexpr int kTenantMoving = MAKE_SQLSTATE('S', 'H', '0', '0', '2');
+// The WAL archive already holds a file of that name with different content: archiving it again
+// would overwrite history (two servers archiving into one repository, or a reused directory).
+inline constexpr int kArchiveConflict = MAKE_SQLSTATE('S', 'H', '0', '1', '0');
 
 }  // namespace edgeshard::sqlstate

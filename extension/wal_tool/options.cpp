@@ -1,0 +1,52 @@
+// Shared command-line options of edgeshard-wal: see options.hpp.
+#include "extension/wal_tool/options.hpp"
+
+#include <cstring>
+
+namespace edgeshard::wal_tool {
+
+bool parse_options(int argc, char** argv, Options& out, std::string& why) {
+  out = Options{};
+  bool options_done = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (options_done || arg.empty() || arg[0] != '-' || arg == "-") {
+      out.positional.push_back(arg);
+    } else if (arg == "--") {
+      options_done = true;
+    } else if (arg == "--help" || arg == "-h") {
+      out.help = true;
+    } else if (arg == "--repo") {
+      if (i + 1 == argc) {
+        why = "--repo needs a directory";
+        return false;
+      }
+      out.repo = argv[++i];
+    } else if (arg.rfind("--repo=", 0) == 0) {
+      out.repo = arg.substr(std::strlen("--repo="));
+    } else {
+      why = "unknown option " + arg;
+      return false;
+    }
+  }
+  return true;
+}
+
+bool resolve_repo(const Options& options, const char* env_value, std::string& repo,
+                  std::string& why) {
+  if (options.repo.has_value()) {
+    repo = *options.repo;
+  } else if (env_value != nullptr) {
+    repo = env_value;
+  } else {
+    why = std::string("no repository: give --repo DIR or set ") + kRepoEnv;
+    return false;
+  }
+  if (repo.empty()) {
+    why = "the repository directory is empty";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace edgeshard::wal_tool

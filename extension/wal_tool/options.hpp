@@ -1,0 +1,32 @@
+// Command-line options shared by edgeshard-wal's subcommands: --repo DIR (or the environment's
+// EDGESHARD_ARCHIVE_DIR), --help, and positional arguments.
+#pragma once
+
+#include "common/no_postgres.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace edgeshard::wal_tool {
+
+// The environment variable naming the repository when --repo is not given.
+inline constexpr char kRepoEnv[] = "EDGESHARD_ARCHIVE_DIR";
+
+// What parse_options() found.
+struct Options {
+  std::optional<std::string> repo;      // --repo DIR / --repo=DIR
+  bool help = false;                    // --help / -h
+  std::vector<std::string> positional;  // everything else, in order ("--" ends the options)
+};
+
+// Parses argv[1..argc-1] (argv[0] is the subcommand's name); false with why on an unknown option
+// or a --repo without its value.
+bool parse_options(int argc, char** argv, Options& out, std::string& why);
+
+// The repository: --repo, else env_value (the environment variable's value, may be null); false
+// with why when neither is given or the value is empty.
+bool resolve_repo(const Options& options, const char* env_value, std::string& repo,
+                  std::string& why);
+
+}  // namespace edgeshard::wal_tool
