@@ -6,6 +6,12 @@
 namespace edgeshard::wal_tool {
 
 bool parse_options(int argc, char** argv, Options& out, std::string& why) {
+  return parse_options(argc, argv, out, why, {}, {});
+}
+
+bool parse_options(int argc, char** argv, Options& out, std::string& why,
+                   std::initializer_list<const char*> value_names,
+                   std::initializer_list<const char*> flag_names) {
   out = Options{};
   bool options_done = false;
   for (int i = 1; i < argc; ++i) {
@@ -25,8 +31,30 @@ bool parse_options(int argc, char** argv, Options& out, std::string& why) {
     } else if (arg.rfind("--repo=", 0) == 0) {
       out.repo = arg.substr(std::strlen("--repo="));
     } else {
-      why = "unknown option " + arg;
-      return false;
+      const size_t eq = arg.find('=');
+      const std::string name = arg.substr(0, eq);
+      bool known = false;
+      for (const char* v : value_names) {
+        if (name != v) continue;
+        known = true;
+        if (eq != std::string::npos) {
+          out.values[name] = arg.substr(eq + 1);
+        } else if (i + 1 == argc) {
+          why = name + " needs a value";
+          return false;
+        } else {
+          out.values[name] = argv[++i];
+        }
+      }
+      for (const char* f : flag_names) {
+        if (name != f || eq != std::string::npos) continue;
+        known = true;
+        out.flags.insert(name);
+      }
+      if (!known) {
+        why = "unknown option " + arg;
+        return false;
+      }
     }
   }
   return true;

@@ -4,7 +4,10 @@
 
 #include "common/no_postgres.hpp"
 
+#include <initializer_list>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -15,10 +18,18 @@ inline constexpr char kRepoEnv[] = "EDGESHARD_ARCHIVE_DIR";
 
 // What parse_options() found.
 struct Options {
-  std::optional<std::string> repo;      // --repo DIR / --repo=DIR
-  bool help = false;                    // --help / -h
-  std::vector<std::string> positional;  // everything else, in order ("--" ends the options)
+  std::optional<std::string> repo;            // --repo DIR / --repo=DIR
+  bool help = false;                          // --help / -h
+  std::vector<std::string> positional;        // everything else, in order ("--" ends the options)
+  std::map<std::string, std::string> values;  // subcommand options with a value ("--keep" -> "3")
+  std::set<std::string> flags;                // subcommand options without one ("--dry-run")
 };
+
+// Parses argv like parse_options() below, also accepting the subcommand's own options: those in
+// value_names take a value (--name V or --name=V), those in flag_names none.
+bool parse_options(int argc, char** argv, Options& out, std::string& why,
+                   std::initializer_list<const char*> value_names,
+                   std::initializer_list<const char*> flag_names);
 
 // Parses argv[1..argc-1] (argv[0] is the subcommand's name); false with why on an unknown option
 // or a --repo without its value.

@@ -1,6 +1,6 @@
-// The subcommands of edgeshard-wal. Each lives in its own file pair (restore.hpp/.cpp, later
-// backup, list, verify, expire) and is listed once in wal_main.cpp's table; a subcommand gets the
-// arguments after its name and returns the process's exit status.
+// The subcommands of edgeshard-wal. Each lives in its own file pair (restore, backup,
+// restore_backup, list, verify, expire) and is listed once in wal_main.cpp's table; a subcommand
+// gets the arguments after its name and returns the process's exit status.
 #pragma once
 
 #include "common/no_postgres.hpp"
