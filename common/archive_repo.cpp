@@ -65,23 +65,6 @@ class FdSink : public ByteSink {
   uint64_t written_ = 0;
 };
 
-// Writes the original bytes of a decoded file to a descriptor.
-class FdBlockSink : public BlockSink {
- public:
-  // Writes to fd (not owned).
-  explicit FdBlockSink(int fd) noexcept : fd_(fd) {}
-  // Appends the block.
-  bool consume(uint64_t, std::span<const uint8_t> raw) noexcept override {
-    err_ = posix::write_all(fd_, raw);
-    return err_ == 0;
-  }
-  // errno of the failed write, 0 when none failed.
-  int error() const noexcept { return err_; }
-
- private:
-  int fd_;
-  int err_ = 0;
-};
 
 // Compares decoded blocks with the bytes of the file being archived.
 class CompareSink : public BlockSink {
@@ -431,6 +414,13 @@ int remove_stale_temps(const std::string& repo, int64_t min_age_seconds, std::st
     if (::unlinkat(::dirfd(dir), e->d_name, 0) == 0) ++removed;
   }
   return removed;
+}
+
+FdBlockSink::FdBlockSink(int fd) noexcept : fd_(fd) {}
+
+bool FdBlockSink::consume(uint64_t, std::span<const uint8_t> raw) noexcept {
+  err_ = posix::write_all(fd_, raw);
+  return err_ == 0;
 }
 
 }  // namespace edgeshard::archive

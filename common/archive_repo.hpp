@@ -84,6 +84,21 @@ struct FetchResult {
 FetchResult fetch_file(const std::string& repo, std::string_view name,
                        const std::string& dest_path);
 
+// Writes decoded blocks to a file descriptor (a temporary file, a pipe), in order.
+class FdBlockSink : public BlockSink {
+ public:
+  // Writes to fd (not owned).
+  explicit FdBlockSink(int fd) noexcept;
+  // Appends the block; false (error() set) when the write failed.
+  bool consume(uint64_t raw_offset, std::span<const uint8_t> raw) noexcept override;
+  // errno of the failed write, 0 when none failed.
+  int error() const noexcept { return err_; }
+
+ private:
+  int fd_;
+  int err_ = 0;
+};
+
 // repo/wal.
 std::string wal_directory(const std::string& repo);
 // repo/wal/<name>.eswa.

@@ -289,16 +289,8 @@ int run_backup(const std::string& repo, const std::string& conninfo, const std::
 
 int backup_main(int argc, char** argv) {
   Options options;
-  std::string why, repo;
-  if (!parse_options(argc, argv, options, why, {"--conninfo", "--label", "--part-size-mb"}, {}) ||
-      (!options.help && !resolve_repo(options, std::getenv(kRepoEnv), repo, why))) {
-    std::fprintf(stderr, "edgeshard-wal backup: %s\n%s", why.c_str(), kBackupUsage);
-    return kExitUsage;
-  }
-  if (options.help) {
-    std::fputs(kBackupUsage, stdout);
-    return 0;
-  }
+  std::string repo;
+  if (auto done = start_subcommand(argc, argv, "backup", kBackupUsage, {"--conninfo", "--label", "--part-size-mb"}, {}, options, repo)) return *done;
   if (!options.positional.empty() || options.values.count("--conninfo") == 0) {
     std::fprintf(stderr, "edgeshard-wal backup: --conninfo is needed, and no other arguments\n%s",
                  kBackupUsage);

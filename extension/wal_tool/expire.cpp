@@ -33,15 +33,7 @@ const char kExpireUsage[] =
 int expire_main(int argc, char** argv) {
   Options options;
   std::string why, repo;
-  if (!parse_options(argc, argv, options, why, {"--keep", "--keep-days"}, {"--dry-run"}) ||
-      (!options.help && !resolve_repo(options, std::getenv(kRepoEnv), repo, why))) {
-    std::fprintf(stderr, "edgeshard-wal expire: %s\n%s", why.c_str(), kExpireUsage);
-    return kExitUsage;
-  }
-  if (options.help) {
-    std::fputs(kExpireUsage, stdout);
-    return 0;
-  }
+  if (auto done = start_subcommand(argc, argv, "expire", kExpireUsage, {"--keep", "--keep-days"}, {"--dry-run"}, options, repo)) return *done;
   const bool has_keep = options.values.count("--keep") != 0;
   const bool has_days = options.values.count("--keep-days") != 0;
   int keep = 0;

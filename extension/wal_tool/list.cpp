@@ -53,16 +53,8 @@ void print_backups(const std::vector<BackupEntry>& backups,
 
 int list_main(int argc, char** argv) {
   Options options;
-  std::string why, repo;
-  if (!parse_options(argc, argv, options, why) ||
-      (!options.help && !resolve_repo(options, std::getenv(kRepoEnv), repo, why))) {
-    std::fprintf(stderr, "edgeshard-wal list: %s\n%s", why.c_str(), kListUsage);
-    return kExitUsage;
-  }
-  if (options.help) {
-    std::fputs(kListUsage, stdout);
-    return 0;
-  }
+  std::string repo;
+  if (auto done = start_subcommand(argc, argv, "list", kListUsage, {}, {}, options, repo)) return *done;
   if (!options.positional.empty()) {
     std::fprintf(stderr, "edgeshard-wal list: unexpected argument %s\n%s",
                  options.positional[0].c_str(), kListUsage);

@@ -1,6 +1,11 @@
 // Shared command-line options of edgeshard-wal: see options.hpp.
 #include "extension/wal_tool/options.hpp"
 
+#include "extension/wal_tool/subcommand.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+
 #include <cstring>
 
 namespace edgeshard::wal_tool {
@@ -75,6 +80,23 @@ bool resolve_repo(const Options& options, const char* env_value, std::string& re
     return false;
   }
   return true;
+}
+
+std::optional<int> start_subcommand(int argc, char** argv, const char* name, const char* usage,
+                                    std::initializer_list<const char*> value_names,
+                                    std::initializer_list<const char*> flag_names, Options& options,
+                                    std::string& repo) {
+  std::string why;
+  if (!parse_options(argc, argv, options, why, value_names, flag_names) ||
+      (!options.help && !resolve_repo(options, std::getenv(kRepoEnv), repo, why))) {
+    std::fprintf(stderr, "edgeshard-wal %s: %s\n%s", name, why.c_str(), usage);
+    return kExitUsage;
+  }
+  if (options.help) {
+    std::fputs(usage, stdout);
+    return 0;
+  }
+  return std::nullopt;
 }
 
 }  // namespace edgeshard::wal_tool

@@ -40,4 +40,13 @@ bool parse_options(int argc, char** argv, Options& out, std::string& why);
 bool resolve_repo(const Options& options, const char* env_value, std::string& repo,
                   std::string& why);
 
+// The common start of a subcommand that works on a repository: parses argv (with the
+// subcommand's own options) and resolves the repository into `repo`. Returns the exit status when
+// the command is over already — kExitUsage after printing why and `usage` to stderr, 0 after
+// printing `usage` for --help — and nullopt when the subcommand goes on.
+std::optional<int> start_subcommand(int argc, char** argv, const char* name, const char* usage,
+                                    std::initializer_list<const char*> value_names,
+                                    std::initializer_list<const char*> flag_names, Options& options,
+                                    std::string& repo);
+
 }  // namespace edgeshard::wal_tool

@@ -2,6 +2,7 @@
 #include "extension/wal_tool/restore_backup.hpp"
 
 #include "common/archive_file.hpp"
+#include "common/archive_repo.hpp"
 #include "common/posix_file.hpp"
 #include "extension/wal_tool/backup_catalog.hpp"
 #include "extension/wal_tool/child_process.hpp"
@@ -38,23 +39,6 @@ namespace {
 void complain(const std::string& message) {
   std::fprintf(stderr, "edgeshard-wal restore-backup: %s\n", message.c_str());
 }
-
-// Writes decoded blocks to tar's stdin.
-class PipeSink : public archive::BlockSink {
- public:
-  explicit PipeSink(int fd) : fd_(fd) {}
-  // Writes the block; remembers errno on failure.
-  bool consume(uint64_t, std::span<const uint8_t> raw) noexcept override {
-    err_ = posix::write_all(fd_, raw);
-    return err_ == 0;
-  }
-  // The errno of the failed write, 0 when none.
-  int error() const noexcept { return err_; }
-
- private:
-  int fd_;
-  int err_ = 0;
-};
 
 // Empties a target directory again when the restore fails.
 class PartialTarget {
@@ -98,7 +82,7 @@ bool stream_part(const std::string& dir, const BackupPart& part, int fd, std::st
     why = "\"" + path + "\" does not match the manifest (raw size or checksum)";
     return false;
   }
-  PipeSink sink(fd);
+  archive::FdBlockSink sink(fd);  // tar's stdin
   if (st.ok()) st = reader.decode(sink);
   if (!st.ok()) {
     why = sink.error() != 0 ? "could not write to tar: " + posix::errno_text(sink.error())
@@ -113,15 +97,7 @@ bool stream_part(const std::string& dir, const BackupPart& part, int fd, std::st
 int restore_backup_main(int argc, char** argv) {
   Options options;
   std::string why, repo;
-  if (!parse_options(argc, argv, options, why, {"--backup", "--target"}, {}) ||
-      (!options.help && !resolve_repo(options, std::getenv(kRepoEnv), repo, why))) {
-    std::fprintf(stderr, "edgeshard-wal restore-backup: %s\n%s", why.c_str(), kRestoreBackupUsage);
-    return kExitUsage;
-  }
-  if (options.help) {
-    std::fputs(kRestoreBackupUsage, stdout);
-    return 0;
-  }
+  if (auto done = start_subcommand(argc, argv, "restore-backup", kRestoreBackupUsage, {"--backup", "--target"}, {}, options, repo)) return *done;
   if (!options.positional.empty() || options.values.count("--target") == 0 ||
       options.values["--target"].empty()) {
     std::fprintf(stderr, "edgeshard-wal restore-backup: --target is needed\n%s",

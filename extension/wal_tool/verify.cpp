@@ -153,16 +153,8 @@ int verify_repository(const std::string& repo, std::FILE* out, bool progress) {
 
 int verify_main(int argc, char** argv) {
   Options options;
-  std::string why, repo;
-  if (!parse_options(argc, argv, options, why) ||
-      (!options.help && !resolve_repo(options, std::getenv(kRepoEnv), repo, why))) {
-    std::fprintf(stderr, "edgeshard-wal verify: %s\n%s", why.c_str(), kVerifyUsage);
-    return kExitUsage;
-  }
-  if (options.help) {
-    std::fputs(kVerifyUsage, stdout);
-    return 0;
-  }
+  std::string repo;
+  if (auto done = start_subcommand(argc, argv, "verify", kVerifyUsage, {}, {}, options, repo)) return *done;
   if (!options.positional.empty()) {
     std::fprintf(stderr, "edgeshard-wal verify: unexpected argument %s\n%s",
                  options.positional[0].c_str(), kVerifyUsage);
