@@ -29,6 +29,19 @@ RepoError io_error(const char* doing, const std::string& path, int err) {
           {}};
 }
 
+// fsyncs and closes a finished temporary file; false with error set when either fails.
+bool sync_and_close(UniqueFd& fd, const std::string& path, RepoError& error) {
+  if (::fsync(fd.get()) != 0) {
+    error = io_error("fsync", path, errno);
+    return false;
+  }
+  if (int err = fd.reset(); err != 0) {
+    error = io_error("close", path, err);
+    return false;
+  }
+  return true;
+}
+
 // The error for a name the repository cannot store.
 RepoError invalid_name(std::string_view name) {
   std::string message = "\"";
@@ -285,14 +298,7 @@ PushResult push_file(const std::string& repo, std::string_view name, const std::
     }
     return result;
   }
-  if (::fsync(fd.get()) != 0) {
-    result.error = io_error("fsync", tmp.path(), errno);
-    return result;
-  }
-  if (int err = fd.reset(); err != 0) {
-    result.error = io_error("close", tmp.path(), err);
-    return result;
-  }
+  if (!sync_and_close(fd, tmp.path(), result.error)) return result;
   if (int err = rename_no_replace(tmp.path(), path); err != 0) {
     if (err == EEXIST) {  // another archiver got there since the stat above
       compare_existing(path, name, source.bytes(), wal, result);
@@ -366,14 +372,7 @@ FetchResult fetch_file(const std::string& repo, std::string_view name,
     }
     return result;
   }
-  if (::fsync(fd.get()) != 0) {
-    result.error = io_error("fsync", tmp.path(), errno);
-    return result;
-  }
-  if (int err = fd.reset(); err != 0) {
-    result.error = io_error("close", tmp.path(), err);
-    return result;
-  }
+  if (!sync_and_close(fd, tmp.path(), result.error)) return result;
   if (::rename(tmp.path().c_str(), dest_path.c_str()) != 0) {
     result.error = io_error("rename", tmp.path(), errno);
     return result;

@@ -4,6 +4,7 @@
 #include "common/archive_file.hpp"
 #include "common/archive_repo.hpp"
 #include "common/posix_file.hpp"
+#include "extension/wal_tool/hex_text.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -36,20 +37,9 @@ std::string hex64(uint64_t v) {
 
 // Parses 16 lower-case hex digits.
 bool parse_hex64(std::string_view s, uint64_t& out) {
-  if (s.size() != 16) return false;
-  out = 0;
-  for (char c : s) {
-    int d;
-    if (c >= '0' && c <= '9') {
-      d = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      d = c - 'a' + 10;
-    } else {
-      return false;
-    }
-    out = out * 16 + static_cast<uint64_t>(d);
-  }
-  return true;
+  const auto v = s.size() == 16 ? parse_hex(s, 16, HexCase::kLower) : std::nullopt;
+  if (v) out = *v;
+  return v.has_value();
 }
 
 // Parses a decimal u64 (digits only).

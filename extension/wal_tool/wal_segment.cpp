@@ -1,6 +1,8 @@
 // WAL file names and LSNs: see wal_segment.hpp.
 #include "extension/wal_tool/wal_segment.hpp"
 
+#include "extension/wal_tool/hex_text.hpp"
+
 #include <cinttypes>
 #include <cstdio>
 
@@ -8,33 +10,18 @@ namespace edgeshard::wal_tool {
 
 namespace {
 
-// Parses 1 to 8 hex digits (upper case only when upper_only).
-std::optional<uint32_t> parse_hex(std::string_view text, bool upper_only) {
-  if (text.empty() || text.size() > 8) return std::nullopt;
-  uint32_t value = 0;
-  for (char c : text) {
-    uint32_t digit;
-    if (c >= '0' && c <= '9') {
-      digit = static_cast<uint32_t>(c - '0');
-    } else if (c >= 'A' && c <= 'F') {
-      digit = static_cast<uint32_t>(c - 'A' + 10);
-    } else if (!upper_only && c >= 'a' && c <= 'f') {
-      digit = static_cast<uint32_t>(c - 'a' + 10);
-    } else {
-      return std::nullopt;
-    }
-    value = value * 16 + digit;
-  }
-  return value;
-}
-
 // Parses exactly 8 upper-case hex digits (a WAL file name's field).
 std::optional<uint32_t> parse_hex8(std::string_view text) {
-  return text.size() == 8 ? parse_hex(text, true) : std::nullopt;
+  if (text.size() != 8) return std::nullopt;
+  const auto v = parse_hex(text, 8, HexCase::kUpper);
+  return v ? std::optional<uint32_t>(static_cast<uint32_t>(*v)) : std::nullopt;
 }
 
 // Parses 1 to 8 hex digits of either case (an LSN's half).
-std::optional<uint32_t> parse_hex_word(std::string_view text) { return parse_hex(text, false); }
+std::optional<uint32_t> parse_hex_word(std::string_view text) {
+  const auto v = parse_hex(text, 8, HexCase::kEither);
+  return v ? std::optional<uint32_t>(static_cast<uint32_t>(*v)) : std::nullopt;
+}
 
 // Segments in one 4 GiB "xlogid".
 uint64_t segments_per_id(uint64_t segment_size) { return 0x100000000ull / segment_size; }
