@@ -93,6 +93,9 @@ class ByteReader {
     return false;
   }
 
+  // The next byte without reading it; only when remaining() > 0.
+  uint8_t peek() const noexcept { return *p_; }
+
   // Reads one byte.
   bool u8(uint8_t& v) noexcept {
     if (!need(1)) return false;

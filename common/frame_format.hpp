@@ -14,7 +14,9 @@ namespace edgeshard::frame {
 // --- Header layout (FORMAT.md, "Frame layout") ----------------------------------------------
 
 inline constexpr uint8_t kMagic[4] = {'E', 'S', 'F', 'R'};
-inline constexpr uint8_t kVersion = 1;
+// The version this writer writes, and the oldest a reader still accepts (FORMAT.md, "Versions").
+inline constexpr uint8_t kVersion = 2;
+inline constexpr uint8_t kMinReadVersion = 1;
 inline constexpr uint8_t kChecksumXxh3 = 1;
 
 // Offsets of the fixed header's fields.
@@ -69,6 +71,8 @@ enum class MessageType : uint8_t {
   kCommit = 'C',
   kKeepalive = 'K',
   kTenantMoved = 'M',
+  kAttributes = 'A',  // version 2: follows its RELATION in the same payload
+  kRewrite = 'W',     // version 2
 };
 
 // Kind byte of a tuple value.
@@ -86,16 +90,25 @@ inline constexpr uint8_t kUpdateNewTag = 'N';
 // RELATION column_flags bits.
 inline constexpr uint8_t kColumnKey = 0x01;
 
+// ATTRIBUTES attribute_flags bits.
+inline constexpr uint8_t kAttributeMissing = 0x01;
+
 // TRUNCATE options bits.
 inline constexpr uint8_t kTruncateCascade = 0x01;
 inline constexpr uint8_t kTruncateRestartIdentity = 0x02;
 
 // One column of a RELATION message (what the writer takes and the reader returns).
+// The writer also takes each column's identity and missing value (the ATTRIBUTES message); the
+// reader returns those separately (Relation::attributes) and leaves them at their defaults here.
 struct Column {
   std::string_view name;
   uint32_t type_oid = 0;
   int32_t typmod = -1;
   bool key = false;  // part of the replica identity
+  uint32_t attnum = 0;          // PostgreSQL's attribute number; 0: unknown (version 1 streams)
+  bool has_missing = false;     // rows stored without the column read as `missing`
+  ValueKind missing_kind = ValueKind::kNull;  // kBinary or kText when has_missing
+  std::string_view missing{};   // the missing value's data (send or text format)
 };
 
 // --- Header fields -----------------------------------------------------------------------------
@@ -115,6 +128,7 @@ struct Fields {
 
 // Every header field of a parsed frame.
 struct Header : Fields {
+  uint8_t version = kVersion;  // kMinReadVersion .. kVersion
   bool compressed = false;
   uint64_t tenant_hash = 0;
   uint32_t raw_length = 0;

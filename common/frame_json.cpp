@@ -156,34 +156,38 @@ void time_fields(std::string& out, std::string_view k, std::string_view k_us, in
   number_field(out, k_us, us);
 }
 
-// Appends `"key":[...]` for a tuple: null, {"unchanged_toast":true}, {"binary":"<hex>"} or
-// {"text":"..."} per column.
+// Appends one value: null, {"unchanged_toast":true}, {"binary":"<hex>"} or {"text":"..."}.
+void value_json(std::string& out, const Value& v) {
+  switch (v.kind) {
+    case ValueKind::kNull:
+      out += "null";
+      break;
+    case ValueKind::kUnchangedToast:
+      out += "{\"unchanged_toast\":true}";
+      break;
+    case ValueKind::kBinary:
+      out += "{\"binary\":\"";
+      for (char c : v.data) {
+        out += kHexLower[static_cast<uint8_t>(c) >> 4];
+        out += kHexLower[static_cast<uint8_t>(c) & 0xf];
+      }
+      out += "\"}";
+      break;
+    case ValueKind::kText:
+      out += "{\"text\":";
+      append_json_string(out, v.data);
+      out += '}';
+      break;
+  }
+}
+
+// Appends `"key":[...]` for a tuple, one value_json() per column.
 void tuple_field(std::string& out, std::string_view k, const Tuple& tuple) {
   key(out, k);
   out += '[';
   for (const Value& v : tuple) {
     separate(out);
-    switch (v.kind) {
-      case ValueKind::kNull:
-        out += "null";
-        break;
-      case ValueKind::kUnchangedToast:
-        out += "{\"unchanged_toast\":true}";
-        break;
-      case ValueKind::kBinary:
-        out += "{\"binary\":\"";
-        for (char c : v.data) {
-          out += kHexLower[static_cast<uint8_t>(c) >> 4];
-          out += kHexLower[static_cast<uint8_t>(c) & 0xf];
-        }
-        out += "\"}";
-        break;
-      case ValueKind::kText:
-        out += "{\"text\":";
-        append_json_string(out, v.data);
-        out += '}';
-        break;
-    }
+    value_json(out, v);
   }
   out += ']';
 }
@@ -196,13 +200,20 @@ void message_fields(std::string& out, const Relation& m) {
   number_field(out, "tenant_column", m.tenant_column);
   key(out, "columns");
   out += '[';
-  for (const Column& c : m.columns) {
+  for (const Column& c : m.merged_columns()) {
     separate(out);
     out += '{';
     string_field(out, "name", c.name);
     number_field(out, "type_oid", c.type_oid);
     number_field(out, "typmod", c.typmod);
     bool_field(out, "key", c.key);
+    if (m.has_attributes) {
+      number_field(out, "attnum", c.attnum);
+      if (c.has_missing) {
+        key(out, "missing");
+        value_json(out, Value{c.missing_kind, c.missing});
+      }
+    }
     out += '}';
   }
   out += ']';
@@ -245,6 +256,7 @@ void message_fields(std::string& out, const Keepalive& m) {
   lsn_field(out, "lsn", m.lsn);
   time_fields(out, "time", "time_us", m.time_us);
 }
+void message_fields(std::string& out, const Rewrite& m) { number_field(out, "relid", m.relid); }
 void message_fields(std::string& out, const TenantMoved& m) {
   string_field(out, "tenant", m.tenant_key);
   string_field(out, "from_shard", m.from_shard);
@@ -254,7 +266,8 @@ void message_fields(std::string& out, const TenantMoved& m) {
 
 // The "type" of each message in JSON.
 constexpr const char* kTypeNames[] = {"relation", "begin",  "insert",    "update",      "delete",
-                                      "truncate", "commit", "keepalive", "tenant_moved"};
+                                      "truncate", "commit", "keepalive", "tenant_moved",
+                                      "rewrite"};
 static_assert(std::size(kTypeNames) == std::variant_size_v<Message>);
 
 }  // namespace
@@ -313,7 +326,7 @@ void append_json_string(std::string& out, std::string_view s) {
 void append_header_json(std::string& out, const Header& h) {
   out += '{';
   string_field(out, "type", "frame");
-  number_field(out, "version", unsigned{kVersion});
+  number_field(out, "version", unsigned{h.version});
   key(out, "tenant");
   if (h.many_tenants) {
     out += "null";

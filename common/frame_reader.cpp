@@ -26,7 +26,7 @@ Status parse_header_impl(std::span<const uint8_t> bytes, Header& out, size_t& ne
   if (!std::equal(p, p + std::min(n, sizeof kMagic), std::begin(kMagic))) {
     return refuse(Error::kBadMagic, kOffMagic, "not a frame: bad magic");
   }
-  if (n > kOffVersion && p[kOffVersion] != kVersion) {
+  if (n > kOffVersion && (p[kOffVersion] < kMinReadVersion || p[kOffVersion] > kVersion)) {
     return refuse(Error::kBadVersion, kOffVersion, "unsupported frame format version");
   }
   if (n > kOffChecksumType && p[kOffChecksumType] != kChecksumXxh3) {
@@ -86,6 +86,7 @@ Status parse_header_impl(std::span<const uint8_t> bytes, Header& out, size_t& ne
   out.last_lsn = load_u64(p + kOffLastLsn);
   out.commit_lsn = load_u64(p + kOffCommitLsn);
   out.commit_time_us = static_cast<int64_t>(load_u64(p + kOffCommitTime));
+  out.version = p[kOffVersion];
   out.compressed = lz4;
   out.tenant_hash = tenant_hash;
   out.raw_length = raw_length;
@@ -132,6 +133,18 @@ bool read_relation(ByteReader& r, Relation& m) noexcept {
     return r.fail("tenant column beyond the column count", at);
   }
   m.tenant_column = static_cast<int32_t>(tenant_column) - 1;
+  // Version 2: the columns' identities and missing values follow as ATTRIBUTES of this relid.
+  if (r.remaining() == 0 || r.peek() != static_cast<uint8_t>(MessageType::kAttributes)) return true;
+  const size_t attributes_at = r.offset();
+  uint8_t type;
+  uint32_t relid;
+  if (!r.u8(type) || !r.u32(relid)) return false;
+  if (relid != m.relid) return r.fail("ATTRIBUTES of another relid after a RELATION", attributes_at);
+  if (!read_list(r, m.attributes)) return false;
+  if (m.attributes.size() != m.columns.size()) {
+    return r.fail("ATTRIBUTES count differs from the RELATION's columns", attributes_at);
+  }
+  m.has_attributes = true;
   return true;
 }
 
@@ -202,6 +215,12 @@ bool read_message(ByteReader& r, Message& out) noexcept {
       Keepalive& m = out.emplace<Keepalive>();
       return r.u64(m.lsn) && r.i64(m.time_us);
     }
+    case MessageType::kAttributes:
+      return r.fail("ATTRIBUTES without the RELATION it belongs to", at);
+    case MessageType::kRewrite: {
+      Rewrite& m = out.emplace<Rewrite>();
+      return r.u32(m.relid);
+    }
     case MessageType::kTenantMoved: {
       TenantMoved& m = out.emplace<TenantMoved>();
       return r.str(m.tenant_key) && r.str(m.from_shard) && r.str(m.to_shard) &&
@@ -242,9 +261,44 @@ bool read_item(ByteReader& r, Column& out) noexcept {
   return true;
 }
 
+bool read_item(ByteReader& r, Attribute& out) noexcept {
+  const size_t at = r.offset();
+  uint64_t attnum;
+  uint8_t flags;
+  if (!r.varint(attnum)) return false;
+  if (attnum == 0 || attnum > 1664) return r.fail("attribute number out of range", at);
+  out.attnum = static_cast<uint32_t>(attnum);
+  const size_t flags_at = r.offset();
+  if (!r.u8(flags)) return false;
+  if ((flags & ~kAttributeMissing) != 0) return r.fail("unknown attribute flag bits", flags_at);
+  out.has_missing = (flags & kAttributeMissing) != 0;
+  out.missing = Value{};
+  if (!out.has_missing) return true;
+  const size_t value_at = r.offset();
+  if (!read_item(r, out.missing)) return false;
+  if (out.missing.kind != ValueKind::kBinary && out.missing.kind != ValueKind::kText) {
+    return r.fail("a missing value is binary or text", value_at);
+  }
+  return true;
+}
+
 bool read_item(ByteReader& r, uint32_t& out) noexcept { return r.u32(out); }
 
 }  // namespace detail
+
+std::vector<Column> Relation::merged_columns() const {
+  std::vector<Column> out(columns.begin(), columns.end());
+  if (!has_attributes) return out;
+  size_t i = 0;
+  for (const Attribute& a : attributes) {
+    Column& c = out[i++];
+    c.attnum = a.attnum;
+    c.has_missing = a.has_missing;
+    c.missing_kind = a.missing.kind;
+    c.missing = a.missing.data;
+  }
+  return out;
+}
 
 bool MessageCursor::next(Message& out) noexcept {
   if (!status_.ok() || reader_.at_end()) return false;

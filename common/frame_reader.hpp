@@ -35,6 +35,7 @@
 #include <span>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 namespace edgeshard::frame {
 
@@ -44,10 +45,18 @@ struct Value {
   std::string_view data;
 };
 
+// One column's identity and missing value (ATTRIBUTES, FORMAT.md version 2).
+struct Attribute {
+  uint32_t attnum = 0;       // PostgreSQL's attribute number (≥ 1)
+  bool has_missing = false;  // rows written before the column existed read as `missing`
+  Value missing;             // kBinary or kText when has_missing
+};
+
 namespace detail {
 // Decoders of one list item, shared by the validating pass and by EncodedList's iterator.
 [[nodiscard]] bool read_item(ByteReader& r, Value& out) noexcept;
 [[nodiscard]] bool read_item(ByteReader& r, Column& out) noexcept;
+[[nodiscard]] bool read_item(ByteReader& r, Attribute& out) noexcept;
 [[nodiscard]] bool read_item(ByteReader& r, uint32_t& out) noexcept;
 }  // namespace detail
 
@@ -129,6 +138,7 @@ class EncodedList {
 
 using Tuple = EncodedList<Value>;
 using ColumnList = EncodedList<Column>;
+using AttributeList = EncodedList<Attribute>;
 using RelidList = EncodedList<uint32_t>;
 
 // Decoded messages (FORMAT.md, "Payload"); field names follow the spec.
@@ -138,6 +148,12 @@ struct Relation {
   std::string_view name;
   int32_t tenant_column = -1;  // index into columns, -1 when there is none
   ColumnList columns;
+  // The ATTRIBUTES message that followed it (one per column, in column order), when there was one.
+  bool has_attributes = false;
+  AttributeList attributes;
+
+  // Column i with its identity and missing value filled in from the attributes; i < size().
+  std::vector<Column> merged_columns() const;
 };
 struct Begin {
   uint32_t xid = 0;
@@ -172,6 +188,9 @@ struct Keepalive {
   uint64_t lsn = 0;
   int64_t time_us = 0;
 };
+struct Rewrite {
+  uint32_t relid = 0;
+};
 struct TenantMoved {
   std::string_view tenant_key;
   std::string_view from_shard;
@@ -180,7 +199,8 @@ struct TenantMoved {
 };
 
 using Message =
-    std::variant<Relation, Begin, Insert, Update, Delete, Truncate, Commit, Keepalive, TenantMoved>;
+    std::variant<Relation, Begin, Insert, Update, Delete, Truncate, Commit, Keepalive, TenantMoved,
+                 Rewrite>;
 
 // Decodes the messages of a raw (decompressed) payload one by one, validating each completely
 // (including every tuple value) before returning it.

@@ -38,6 +38,28 @@ void Writer::relation(uint32_t relid, std::string_view schema, std::string_view 
     put_u32(static_cast<uint32_t>(c.typmod));
     put_u8(c.key ? kColumnKey : 0);
   }
+  // Version 2: identities and missing values, when the caller knows them (the plugin always does).
+  if (columns.empty() || columns.front().attnum == 0) return;
+  put_u8(static_cast<uint8_t>(MessageType::kAttributes));
+  put_u32(relid);
+  put_varint(columns.size());
+  for (const Column& c : columns) {
+    if (c.attnum == 0) throw std::length_error("frame writer: a column without its attribute number");
+    put_varint(c.attnum);
+    put_u8(c.has_missing ? kAttributeMissing : 0);
+    if (!c.has_missing) continue;
+    if (c.missing_kind != ValueKind::kBinary && c.missing_kind != ValueKind::kText) {
+      throw std::length_error("frame writer: a missing value is binary or text");
+    }
+    put_u8(static_cast<uint8_t>(c.missing_kind));
+    put_str(c.missing);
+  }
+}
+
+void Writer::rewrite(uint32_t relid) {
+  require_idle();
+  put_u8(static_cast<uint8_t>(MessageType::kRewrite));
+  put_u32(relid);
 }
 
 void Writer::insert_begin(uint32_t relid, uint32_t ncols) {

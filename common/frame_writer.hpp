@@ -59,9 +59,14 @@ class Writer {
   // BEGIN: the transaction this frame group belongs to.
   void begin(uint32_t xid, uint64_t commit_lsn, int64_t commit_time_us);
 
-  // RELATION: a table's columns; tenant_column is an index into columns, or -1 for none.
+  // RELATION: a table's columns; tenant_column is an index into columns, or -1 for none. When the
+  // columns carry their attribute numbers (attnum != 0), an ATTRIBUTES message follows with the
+  // numbers and missing values.
   void relation(uint32_t relid, std::string_view schema, std::string_view name,
                 std::span<const Column> columns, int32_t tenant_column);
+
+  // REWRITE: this transaction rewrote the table's rows in a way no change message carries.
+  void rewrite(uint32_t relid);
 
   // INSERT of a row into relid; the next ncols value_*() calls are the new row.
   void insert_begin(uint32_t relid, uint32_t ncols);

@@ -327,6 +327,8 @@ struct ModelMessage {
   bool has_old_key = false;
   std::vector<std::pair<ValueKind, std::string>> old_key;
   std::vector<std::pair<ValueKind, std::string>> new_tuple;
+  // RELATION with ATTRIBUTES: per column its attnum and (kind kNull: none) missing value.
+  std::vector<std::pair<uint32_t, std::pair<ValueKind, std::string>>> attributes;
   bool operator==(const ModelMessage&) const = default;
 };
 
@@ -341,6 +343,15 @@ ModelMessage to_model(const Message& msg) {
       m.strs.emplace_back(c.name);
       m.ints.insert(m.ints.end(), {c.type_oid, static_cast<uint32_t>(c.typmod), c.key});
     }
+    if (r->has_attributes) {
+      for (const Column& c : r->merged_columns()) {
+        m.attributes.push_back({c.attnum, {c.has_missing ? c.missing_kind : ValueKind::kNull,
+                                           std::string(c.missing)}});
+      }
+    }
+  } else if (const auto* w = std::get_if<Rewrite>(&msg)) {
+    m.type = MessageType::kRewrite;
+    m.ints = {w->relid};
   } else if (const auto* b = std::get_if<Begin>(&msg)) {
     m.type = MessageType::kBegin;
     m.ints = {b->xid, b->commit_lsn, static_cast<uint64_t>(b->commit_time_us)};
@@ -408,6 +419,13 @@ void write_model(Writer& w, const ModelMessage& m) {
         const size_t j = 2 + 3 * (i - 2);
         cols.push_back(
             {m.strs[i], u32(m.ints[j]), static_cast<int32_t>(m.ints[j + 1]), m.ints[j + 2] != 0});
+        if (!m.attributes.empty()) {
+          const auto& [attnum, missing] = m.attributes[i - 2];
+          cols.back().attnum = attnum;
+          cols.back().has_missing = missing.first != ValueKind::kNull;
+          cols.back().missing_kind = missing.first;
+          cols.back().missing = missing.second;
+        }
       }
       w.relation(u32(m.ints[0]), m.strs[0], m.strs[1], cols, static_cast<int32_t>(m.ints[1]) - 1);
       break;
@@ -446,6 +464,12 @@ void write_model(Writer& w, const ModelMessage& m) {
       break;
     case MessageType::kTenantMoved:
       w.tenant_moved(m.strs[0], m.strs[1], m.strs[2], static_cast<int64_t>(m.ints[0]));
+      break;
+    case MessageType::kRewrite:
+      w.rewrite(u32(m.ints[0]));
+      break;
+    case MessageType::kAttributes:  // written by relation(), never alone
+      FAIL() << "no model of a lone ATTRIBUTES";
       break;
   }
 }
@@ -497,9 +521,10 @@ class RandomFrames {
     constexpr MessageType types[] = {
         MessageType::kRelation, MessageType::kBegin,     MessageType::kInsert,
         MessageType::kUpdate,   MessageType::kDelete,    MessageType::kTruncate,
-        MessageType::kCommit,   MessageType::kKeepalive, MessageType::kTenantMoved};
+        MessageType::kCommit,   MessageType::kKeepalive, MessageType::kTenantMoved,
+        MessageType::kRewrite};
     ModelMessage m;
-    m.type = types[uniform(0, 8)];
+    m.type = types[uniform(0, std::size(types) - 1)];
     const uint64_t relid = uniform(0, 0xffffffff);
     switch (m.type) {
       case MessageType::kRelation: {
@@ -511,8 +536,22 @@ class RandomFrames {
           m.ints.insert(m.ints.end(),
                         {uniform(0, 0xffffffff), uniform(0, 0xffffffff), uniform(0, 1)});
         }
+        // Version 2 streams: identities and missing values (a column list may carry none).
+        if (ncols > 0 && uniform(0, 1) != 0) {
+          for (uint64_t i = 0; i < ncols; ++i) {
+            const uint64_t kind = uniform(0, 2);
+            const ValueKind k = kind == 0 ? ValueKind::kNull : kind == 1 ? ValueKind::kBinary : ValueKind::kText;
+            m.attributes.push_back({static_cast<uint32_t>(uniform(1, 1664)),
+                                    {k, k == ValueKind::kNull ? std::string() : bytes()}});
+          }
+        }
         break;
       }
+      case MessageType::kRewrite:
+        m.ints = {relid};
+        break;
+      case MessageType::kAttributes:
+        break;
       case MessageType::kBegin:
         m.ints = {uniform(0, 0xffffffff), any64(), any64()};
         break;
@@ -724,9 +763,9 @@ TEST(FrameCorruption, UnknownMagicVersionChecksumTypeRefused) {
   const uint8_t garbage[] = {'g', 'a', 'r'};
   size_t length = 0;
   EXPECT_EQ(frame_length(garbage, length).error, Error::kBadMagic);
-  const uint8_t future[] = {'E', 'S', 'F', 'R', 2};
+  const uint8_t future[] = {'E', 'S', 'F', 'R', kVersion + 1};
   EXPECT_EQ(frame_length(future, length).error, Error::kBadVersion);
-  for (uint8_t version : {0, 2, 255}) {
+  for (uint8_t version : {0, kVersion + 1, 255}) {
     st = open_edited([&](Bytes& f) {
       f[kOffVersion] = version;
       rechecksum(f);
@@ -848,6 +887,17 @@ TEST(FrameMessages, MalformedMessagesRefusedWithTheirOffset) {
       {"R\1\0\0\0\0\0\2\1\1c\0\0\0\0\0\0\0\0\0"sv, 7, "tenant column beyond the column count"},
       {"R\1\0\0\0\0\0\0\1\1c\0\0\0\0\0\0\0\0\2"sv, 19, "unknown column flag bits"},
       {"K\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0B"sv, 18, "field runs past the end"},
+      // Version 2: ATTRIBUTES only right after the RELATION of its relid, one per column.
+      {"A\1\0\0\0\1\1\0"sv, 0, "ATTRIBUTES without the RELATION it belongs to"},
+      {"R\1\0\0\0\0\0\1\1\1c\0\0\0\0\0\0\0\0\1A\2\0\0\0\1\1\0"sv, 20,
+       "ATTRIBUTES of another relid after a RELATION"},
+      {"R\1\0\0\0\0\0\1\1\1c\0\0\0\0\0\0\0\0\1A\1\0\0\0\2\1\0\2\0"sv, 20,
+       "ATTRIBUTES count differs from the RELATION's columns"},
+      {"R\1\0\0\0\0\0\1\1\1c\0\0\0\0\0\0\0\0\1A\1\0\0\0\1\0\0"sv, 26, "attribute number out of range"},
+      {"R\1\0\0\0\0\0\1\1\1c\0\0\0\0\0\0\0\0\1A\1\0\0\0\1\1\2"sv, 27, "unknown attribute flag bits"},
+      {"R\1\0\0\0\0\0\1\1\1c\0\0\0\0\0\0\0\0\1A\1\0\0\0\1\1\1n"sv, 28,
+       "a missing value is binary or text"},
+      {"W\1\0\0"sv, 1, "field runs past the end"},
   };
   for (const auto& c : cases) {
     const Status st = decode_payload(c.payload);
@@ -860,6 +910,9 @@ TEST(FrameMessages, MalformedMessagesRefusedWithTheirOffset) {
   EXPECT_TRUE(decode_payload("I\1\0\0\0\2nu"sv, &n).ok());
   EXPECT_EQ(n, 1);
   EXPECT_TRUE(decode_payload("R\1\0\0\0\0\0\1\1\1c\0\0\0\0\0\0\0\0\1"sv).ok());
+  // A RELATION and its ATTRIBUTES are one message; a REWRITE another.
+  EXPECT_TRUE(decode_payload("R\1\0\0\0\0\0\1\1\1c\0\0\0\0\0\0\0\0\1A\1\0\0\0\1\5\1b\2hiW\1\0\0\0"sv, &n).ok());
+  EXPECT_EQ(n, 2);
   EXPECT_TRUE(decode_payload(""sv, &n).ok());
   EXPECT_EQ(n, 0);
 }
@@ -996,7 +1049,7 @@ TEST(FrameJson, RendersHeaderAndMessages) {
   std::string out;
   ASSERT_TRUE(append_frame_json(out, reader).ok());
   const std::string h = out.substr(0, out.find('\n'));
-  EXPECT_NE(h.find(R"("type":"frame","version":1,"tenant":"t\"1","many_tenants":false)"),
+  EXPECT_NE(h.find(R"("type":"frame","version":2,"tenant":"t\"1","many_tenants":false)"),
             std::string::npos)
       << h;
   EXPECT_NE(

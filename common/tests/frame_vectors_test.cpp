@@ -73,16 +73,41 @@ std::string build_keepalive() {
   return seal(w, f);
 }
 
+// Column c with its attribute number (and no missing value).
+Column numbered(Column c, uint32_t attnum) {
+  c.attnum = attnum;
+  return c;
+}
+
 std::string build_relations() {
   Writer w;
-  const Column orders[] = {{"tenant_id", 20, -1, true},
-                           {"id", 20, -1, true},
-                           {"note", 25, -1, false},
-                           {"amount", 1700, (12 << 16 | 2) + 4, false}};
+  const Column orders[] = {numbered({"tenant_id", 20, -1, true}, 1),
+                           numbered({"id", 20, -1, true}, 2),
+                           numbered({"note", 25, -1, false}, 3),
+                           numbered({"amount", 1700, (12 << 16 | 2) + 4, false}, 4)};
   w.relation(kOrders, "public", "orders", orders, 0);
-  const Column countries[] = {{"code", 1042, 6, true}, {"name", 25, -1, false}};
+  const Column countries[] = {numbered({"code", 1042, 6, true}, 1), numbered({"name", 25, -1, false}, 2)};
   w.relation(kCountries, "ref", "countries", countries, -1);
   return seal(w, txn_fields("", true, 0, true));
+}
+
+std::string build_schema_change() {
+  // ALTER TABLE orders DROP COLUMN note, ADD COLUMN status text DEFAULT 'new' (no rewrite: 'new'
+  // is its missing value), then ALTER COLUMN amount TYPE numeric(14,2) (a rewrite).
+  Writer w(Compression::kNone);
+  Column status = numbered({"status", 25, -1, false}, 5);
+  status.has_missing = true;
+  status.missing_kind = ValueKind::kBinary;
+  status.missing = "new";
+  const Column orders[] = {numbered({"tenant_id", 20, -1, true}, 1), numbered({"id", 20, -1, true}, 2),
+                           numbered({"amount", 1700, (14 << 16 | 2) + 4, false}, 4), status};
+  w.rewrite(kOrders);
+  w.relation(kOrders, "public", "orders", orders, 0);
+  Fields f = txn_fields("", true, 0, true);
+  f.xid = 753;
+  f.commit_lsn = 0x16B6000;
+  f.first_lsn = f.last_lsn = 0x16B5F00;
+  return seal(w, f);
 }
 
 std::string build_tenant42_txn() {
@@ -189,6 +214,11 @@ constexpr Vector kVectors[] = {
      "many-tenants frame of transaction 751: BEGIN, TRUNCATE of two tables (CASCADE, RESTART "
      "IDENTITY), COMMIT; LZ4-compressed",
      build_truncate},
+    {"schema_change",
+     "many-tenants frame of transaction 753: REWRITE of public.orders, then its RELATION with "
+     "ATTRIBUTES (note dropped: attnum 3 gone; status added with the missing value 'new'; amount "
+     "retyped)",
+     build_schema_change},
     {"unicode_tenant",
      "text tenant \"caf\xc3\xa9-\xe6\x9d\xb1\xe4\xba\xac\" (UTF-8): INSERT with text needing JSON "
      "escapes, invalid UTF-8, and binary bytes; LZ4 would save too little, stored raw",
@@ -230,6 +260,8 @@ std::string readme() {
       "frame; `NAME.json` is its rendering by `edgeshard-dump NAME.frame`. Transaction 750 "
       "commits\n"
       "at LSN 0/16B3900, 2024-05-01T12:00:00.123456Z; relation 16384 is public.orders.\n\n"
+      "`v1_*.frame` are frames of format version 1 (no ATTRIBUTES), kept as they were written "
+      "to pin\nthat readers still accept them.\n\n"
       "| file | holds |\n|---|---|\n";
   for (const Vector& v : kVectors) {
     s += "| `";
@@ -269,6 +301,17 @@ TEST(FrameVectors, CheckedInFilesMatchTheWriter) {
     write_file(dir + "/README.md", readme());
   } else {
     EXPECT_EQ(read_file(dir + "/README.md"), readme());
+  }
+}
+
+TEST(FrameVectors, Version1FramesStillRead) {
+  // Frames written by version 1 writers (no ATTRIBUTES): read and rendered as before.
+  const std::string dir = EDGESHARD_TESTDATA_DIR;
+  for (const char* name : {"v1_relations", "v1_tenant42_txn"}) {
+    const std::string frame = read_file(dir + "/" + name + ".frame");
+    ASSERT_FALSE(frame.empty()) << name;
+    EXPECT_EQ(static_cast<uint8_t>(frame[kOffVersion]), 1) << name;
+    EXPECT_EQ(render(frame), read_file(dir + "/" + name + ".json")) << name;
   }
 }
 
