@@ -22,7 +22,8 @@ CREATE TABLE dec_orders (tenant_id bigint, id int, note text, amount numeric(10,
                          PRIMARY KEY (tenant_id, id));
 CREATE TABLE dec_plain (tenant_id bigint, x int);
 SELECT edgeshard.distribute_table('dec_orders', 'tenant_id');
-SELECT count(*) AS ddl_only FROM decoded();
+-- distributing a table describes it at once (its ALTER TABLE commands): RELATION frames only
+SELECT j->>'type' AS type, count(*) FROM decoded() j GROUP BY 1 ORDER BY 1;
 
 -- inserts, updates, deletes across tenants; a table that is not distributed sends nothing
 BEGIN;
@@ -69,6 +70,19 @@ INSERT INTO dec_orders VALUES (9, 2, 2.5, 'after the change');
 COMMIT;
 SELECT j - 'columns' AS decoded, j->'columns'->2->>'type_oid' AS amount_type
   FROM decoded() j WHERE j->>'type' IN ('relation', 'insert', 'frame');
+
+-- Schema changes reach consumers even when no row changes (the event triggers' messages): a
+-- constant default travels as the column's missing value (rows written before it read it), a
+-- rename keeps the column's attnum, a rewrite (volatile default, type change) says REWRITE first.
+ALTER TABLE dec_orders ADD COLUMN status text DEFAULT 'new';
+SELECT j->>'type' AS type, j->'columns'->4 AS added FROM decoded() j WHERE j->>'type' <> 'frame';
+ALTER TABLE dec_orders RENAME COLUMN status TO state;
+SELECT j->'columns'->4 AS renamed FROM decoded() j WHERE j->>'type' = 'relation';
+ALTER TABLE dec_orders ADD COLUMN stamp timestamptz DEFAULT clock_timestamp();
+SELECT j->>'type' AS type, jsonb_array_length(j->'columns') AS columns FROM decoded() j
+ WHERE j->>'type' <> 'frame';
+ALTER TABLE dec_orders DROP COLUMN stamp, DROP COLUMN state;
+SELECT count(*) AS relations FROM decoded() j WHERE j->>'type' = 'relation';
 
 -- REPLICA IDENTITY FULL: deletes still carry only the primary key; USING INDEX is refused
 ALTER TABLE dec_orders REPLICA IDENTITY FULL;

@@ -1,5 +1,5 @@
--- The upgrade path gives the same objects as a fresh install: edgeshard 1.0 updated to 1.1 has
--- exactly the members of a fresh 1.1 -- same functions (definitions and privileges), tables and
+-- The upgrade path gives the same objects as a fresh install: edgeshard 1.0 updated to the newest
+-- version (through every upgrade script) has exactly the members of a fresh install -- same functions (definitions and privileges), tables and
 -- views (columns, definitions, privileges), triggers, constraints, indexes, event triggers and
 -- pg_dump configuration. In a database of its own, as it drops and re-creates the extension.
 SELECT current_database() AS regress_db \gset
@@ -55,7 +55,7 @@ $$;
 
 CREATE EXTENSION edgeshard VERSION '1.0';
 CREATE TABLE v10 AS SELECT * FROM extension_objects();
-ALTER EXTENSION edgeshard UPDATE TO '1.1';
+ALTER EXTENSION edgeshard UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'edgeshard';
 CREATE TABLE upgraded AS SELECT * FROM extension_objects();
 DROP EXTENSION edgeshard;
@@ -63,7 +63,7 @@ CREATE EXTENSION edgeshard;
 SELECT extversion FROM pg_extension WHERE extname = 'edgeshard';
 CREATE TABLE fresh AS SELECT * FROM extension_objects();
 
--- What 1.1 adds to 1.0.
+-- What 1.1 and 1.2 add to 1.0 (or change in it).
 SELECT object FROM (SELECT * FROM fresh EXCEPT SELECT * FROM v10) added ORDER BY 1;
 -- Upgraded and fresh: no difference at all (no row), and neither is empty.
 (SELECT 'only after the upgrade' AS side, * FROM (SELECT * FROM upgraded EXCEPT SELECT * FROM fresh) a)

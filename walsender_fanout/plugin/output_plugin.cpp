@@ -11,6 +11,7 @@
 // invalidation of it (ALTER TABLE), TRUNCATE where it happened; both after flushing the tenant
 // groups when rows written before them are still buffered, so the stream keeps the order in which
 // things happened.
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <span>
@@ -100,6 +101,10 @@ class Session {
   void commit(ReorderBufferTXN* txn, XLogRecPtr commit_lsn);
   // Forgets cached relation info after a relcache invalidation.
   void invalidate(Oid relid) { relations_.invalidate(relid); }
+  // A transactional logical message of the extension's event triggers (prefix "edgeshard"):
+  // "relation <oid>" after an ALTER TABLE of a distributed table (its RELATION is sent again,
+  // even if no row of it changes), "rewrite <oid>" before PostgreSQL rewrites one (REWRITE).
+  void message(XLogRecPtr lsn, std::string_view content);
 
   MemoryContext change_context() const noexcept { return change_context_; }
 
@@ -126,6 +131,10 @@ class Session {
   void after_message(Group& g, size_t capacity_before);
   // Emits a RELATION frame for rel unless one was sent since its last invalidation.
   void send_relation(Relation rel, RelationInfo& info, uint64_t lsn);
+  // The missing value (pg_attribute.attmissingval) of column i of rel, if it has one, in the
+  // column's send format (or text output); false when it has none.
+  static bool missing_value(Relation rel, const RelationInfo& info, size_t i, std::string& out,
+                            frame::ValueKind& kind);
   // Counts a change for progress reporting.
   void count_change();
   // Upper estimate of the payload bytes of `tuple`'s values (detoasted sizes).
@@ -371,6 +380,27 @@ bool Session::same_key(Relation rel, const RelationInfo& info, HeapTuple a, Heap
   return true;
 }
 
+bool Session::missing_value(Relation rel, const RelationInfo& info, size_t i, std::string& out,
+                            frame::ValueKind& kind) {
+  TupleDesc desc = RelationGetDescr(rel);
+  if (!TupleDescAttr(desc, i)->atthasmissing) return false;
+  const ColumnCodec& codec = info.columns[i];
+  bool isnull = true;
+  Datum value = pg::call([&] { return getmissingattr(desc, static_cast<int>(i + 1), &isnull); });
+  if (isnull) return false;
+  pg::call([&] {
+    if (codec.binary) {
+      if (codec.varlena) value = PointerGetDatum(PG_DETOAST_DATUM(value));
+      bytea* bytes = SendFunctionCall(const_cast<FmgrInfo*>(&codec.output), value);
+      out.assign(VARDATA(bytes), VARSIZE(bytes) - VARHDRSZ);
+    } else {
+      out.assign(OutputFunctionCall(const_cast<FmgrInfo*>(&codec.output), value));
+    }
+  });
+  kind = codec.binary ? frame::ValueKind::kBinary : frame::ValueKind::kText;
+  return true;
+}
+
 void Session::send_relation(Relation rel, RelationInfo& info, uint64_t lsn) {
   if (info.relation_sent) return;
   Oid relid = RelationGetRelid(rel);
@@ -378,16 +408,25 @@ void Session::send_relation(Relation rel, RelationInfo& info, uint64_t lsn) {
   if (relations_sent_.contains(relid)) flush_all();
   TupleDesc desc = RelationGetDescr(rel);
   std::vector<frame::Column> columns;
+  // Storage the columns' views point into (reserved: the strings never move).
   std::vector<std::string> names;
+  std::vector<std::string> missing;
   names.reserve(info.columns.size());
+  missing.reserve(info.columns.size());
   int32_t tenant_index = -1;
   for (size_t i = 0; i < info.columns.size(); i++) {
     if (info.columns[i].dropped) continue;
     Form_pg_attribute att = TupleDescAttr(desc, i);
     if (att->attnum == info.tenant_attnum) tenant_index = static_cast<int32_t>(columns.size());
     names.emplace_back(NameStr(att->attname));
-    columns.push_back(frame::Column{names.back(), att->atttypid, att->atttypmod,
-                                    static_cast<bool>(info.key_columns[i])});
+    frame::Column c{names.back(), att->atttypid, att->atttypmod,
+                    static_cast<bool>(info.key_columns[i])};
+    // Identity and missing value: the ATTRIBUTES message (FORMAT.md version 2).
+    c.attnum = static_cast<uint32_t>(att->attnum);
+    missing.emplace_back();
+    c.has_missing = missing_value(rel, info, i, missing.back(), c.missing_kind);
+    if (c.has_missing) c.missing = missing.back();
+    columns.push_back(c);
   }
   std::string schema = pg::call([&] {
     char* nsp = get_namespace_name(RelationGetNamespace(rel));
@@ -400,6 +439,36 @@ void Session::send_relation(Relation rel, RelationInfo& info, uint64_t lsn) {
   if (g.writer.size() > 0) flush(g, false);  // before any row that uses it
   info.relation_sent = true;
   relations_sent_.insert(relid);
+}
+
+void Session::message(XLogRecPtr lsn, std::string_view content) {
+  const bool rewrite = content.starts_with("rewrite ");
+  if (!rewrite && !content.starts_with("relation ")) return;  // not ours to understand
+  const std::string digits(content.substr(content.find(' ') + 1));
+  char* end = nullptr;
+  const unsigned long relid = std::strtoul(digits.c_str(), &end, 10);
+  if (digits.empty() || *end != '\0' || relid == 0 || relid > 0xffffffffUL) return;
+  Relation rel = pg::call([relid] { return RelationIdGetRelation(static_cast<Oid>(relid)); });
+  if (rel == nullptr) return;  // dropped in this transaction
+  struct Closer {
+    Relation rel;
+    ~Closer() { RelationClose(rel); }
+  } closer{rel};
+  RelationInfo& info = relations_.get(rel);
+  if (!info.distributed) return;
+  if (rewrite) {
+    // Rows changed before the rewrite reach consumers before it.
+    flush_all();
+    Group& g = group({}, lsn);
+    size_t capacity_before = g.writer.capacity();
+    g.writer.rewrite(static_cast<uint32_t>(relid));
+    after_message(g, capacity_before);
+    if (g.writer.size() > 0) flush(g, false);
+    return;
+  }
+  // Described again now, with the columns this point of the transaction has.
+  info.relation_sent = false;
+  send_relation(rel, info, lsn);
 }
 
 void Session::add_row(Relation rel, RelationInfo& info, std::string_view tenant,
@@ -616,6 +685,17 @@ static void edgeshard_commit(LogicalDecodingContext* ctx, ReorderBufferTXN* txn,
   });
 }
 
+static void edgeshard_message(LogicalDecodingContext* ctx, ReorderBufferTXN* /*txn*/,
+                              XLogRecPtr message_lsn, bool transactional, const char* prefix,
+                              Size message_size, const char* message) {
+  // Only the extension's own transactional messages (its event triggers) mean anything here.
+  if (!transactional || strcmp(prefix, "edgeshard") != 0) return;
+  guard([&] {
+    ChangeScope scope(session_of(ctx).change_context());
+    session_of(ctx).message(message_lsn, std::string_view(message, message_size));
+  });
+}
+
 // Registers the callbacks; PostgreSQL calls this when a slot uses plugin "edgeshard".
 PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks* cb);
 
@@ -625,6 +705,7 @@ void _PG_output_plugin_init(OutputPluginCallbacks* cb) {
   cb->change_cb = edgeshard_change;
   cb->truncate_cb = edgeshard_truncate;
   cb->commit_cb = edgeshard_commit;
+  cb->message_cb = edgeshard_message;
   cb->shutdown_cb = edgeshard_shutdown;
 }
 
