@@ -104,7 +104,7 @@ es_status make_row(es_replica* r, const RowRef& ref, es_row& row) {
   for (const auto& c : *ref.columns) row.names.push_back(c.name);
   for (size_t i = 0; i < ref.columns->size(); ++i) {
     const auto& c = (*ref.columns)[i];
-    row.columns.push_back({row.names[i], c.type_oid, c.typmod, c.key});
+    row.columns.push_back({row.names[i], c.type_oid, c.typmod, c.key, c.attnum});
   }
   if (CodecStatus st = row.view.parse(row.columns, row.tuple); !st.ok()) return from_codec(r, st);
   return ES_OK;

@@ -120,12 +120,16 @@ std::string describe(const Status& status, std::string_view file);
 
 // --- Schema ----------------------------------------------------------------------------------
 
-// One column of a table (the frame RELATION column).
+// One column of a table (the frame RELATION column and its ATTRIBUTES entry).
 struct Column {
   std::string name;
   uint32_t type_oid = 0;
   int32_t typmod = -1;
   bool key = false;  // part of the primary key
+  uint32_t attnum = 0;        // PostgreSQL's attribute number: the column's identity; 0 unknown
+  bool has_missing = false;   // rows stored without this column read as `missing`
+  uint8_t missing_kind = 0;   // the missing value's frame value kind ('b' or 't') when has_missing
+  std::string missing{};      // the missing value's data
 
   // Whether two columns are equal.
   bool operator==(const Column&) const = default;

@@ -26,7 +26,34 @@ ReplicaStatus file_failure(const replica::Status& st, const std::string& path) {
           replica::describe(st, path)};
 }
 
+// Sets row's tuple to `stored` read under the table's newest description (re-encoded into buffer
+// when file i has an older one).
+ReplicaStatus project_row(const TableView& table, size_t i, std::string_view stored, std::string& buffer,
+                          RowRef& row) {
+  row.columns = &table.columns;
+  if (table.projection[i].identity()) {
+    row.tuple = stored;
+    return {};
+  }
+  if (!table.unreadable[i].empty()) return {ReplicaStatus::kNotPublished, table.unreadable[i]};
+  if (CodecStatus st = table.projection[i].apply(stored, buffer); !st.ok()) {
+    return {ReplicaStatus::kCorrupt, table.schema + "." + table.name + ": stored row: " + st.message};
+  }
+  row.tuple = buffer;
+  return {};
+}
+
 }  // namespace
+
+std::vector<frame::Column> frame_columns(const std::vector<replica::Column>& cols) {
+  std::vector<frame::Column> out;
+  out.reserve(cols.size());
+  for (const replica::Column& c : cols) {
+    out.push_back({c.name, c.type_oid, c.typmod, c.key, c.attnum, c.has_missing,
+                   static_cast<frame::ValueKind>(c.missing_kind), c.missing});
+  }
+  return out;
+}
 
 std::string escape_tenant(std::string_view tenant) {
   std::string out;
@@ -96,9 +123,10 @@ ReplicaStatus TenantReplica::load(std::shared_ptr<const Snapshot>& out) const {
     }
     if (!vanished) break;
   }
-  // A `broken` marker (FORMAT.md) means the shard position files no longer speak for it.
+  // A `broken` or `resync` marker (FORMAT.md) means the shard position files no longer speak for
+  // it: its own manifest's positions are its freshness.
   std::error_code ec;
-  snap->broken = std::filesystem::exists(dir_ / "broken", ec);
+  snap->broken = std::filesystem::exists(dir_ / "broken", ec) || std::filesystem::exists(dir_ / "resync", ec);
   // Tables: described by the newest file holding them; numbered per file.
   std::unordered_map<std::string, size_t> index;
   for (size_t i = snap->files.size(); i-- > 0;) {
@@ -119,6 +147,21 @@ ReplicaStatus TenantReplica::load(std::shared_ptr<const Snapshot>& out) const {
   std::sort(snap->tables.begin(), snap->tables.end(), [](const TableView& a, const TableView& b) {
     return std::tie(a.schema, a.name) < std::tie(b.schema, b.name);
   });
+  // Schema on read: the views are taken now that tables and files no longer move.
+  for (TableView& v : snap->tables) {
+    v.frame_columns = frame_columns(v.columns);
+    v.file_columns.resize(snap->files.size());
+    v.projection.resize(snap->files.size());
+    v.unreadable.resize(snap->files.size());
+    for (size_t i = 0; i < snap->files.size(); ++i) {
+      if (v.table_no[i] < 0) continue;
+      v.file_columns[i] = frame_columns(snap->files[i].table(static_cast<uint32_t>(v.table_no[i]))->columns);
+      if (!v.projection[i].build(v.file_columns[i], v.frame_columns, v.unreadable[i])) {
+        v.unreadable[i] = v.schema + "." + v.name + " in " + snap->files[i].path() + ": " + v.unreadable[i] +
+                          " (rewritten on the primary; the edge copies it again)";
+      }
+    }
+  }
   out = std::move(snap);
   return {};
 }
@@ -163,9 +206,7 @@ ReplicaStatus TenantReplica::get(const TableView& table, std::string_view key,
     switch (st.code) {
       case replica::Code::kOk:
         out.key = key;
-        out.tuple = value;
-        out.columns = &snap.files[i].table(static_cast<uint32_t>(tn))->columns;
-        return {};
+        return project_row(table, i, value, projected_, out);
       case replica::Code::kTombstone:
         return {ReplicaStatus::kNotFound, "deleted"};
       case replica::Code::kNotFound:
@@ -190,6 +231,7 @@ ReplicaStatus TenantReplica::scan_impl(const TableView& table, std::string_view 
     bool live = false;
   };
   std::vector<Head> heads;
+  std::string buffer;  // a row re-encoded under the newest description
   auto advance = [&](Head& h) -> ReplicaStatus {
     const replica::Status st = h.scan.next(h.record);
     h.live = st.ok();
@@ -213,8 +255,9 @@ ReplicaStatus TenantReplica::scan_impl(const TableView& table, std::string_view 
     if (best == nullptr) return {};
     const std::string key(best->record.key);
     if (!best->record.tombstone) {
-      const RowRef row{best->record.key, best->record.value,
-                       &snap.files[best->file].table(best->record.table_no)->columns};
+      RowRef row;
+      row.key = best->record.key;
+      if (ReplicaStatus st = project_row(table, best->file, best->record.value, buffer, row); !st.ok()) return st;
       if (!emit(ctx, row)) return {};
     }
     for (Head& h : heads) {

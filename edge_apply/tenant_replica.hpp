@@ -11,6 +11,7 @@
 
 #include "edge_apply/manifest.hpp"
 #include "edge_apply/replica_file.hpp"
+#include "edge_apply/row_projection.hpp"
 #include "edge_apply/shard_position.hpp"
 
 #include <chrono>
@@ -51,16 +52,26 @@ struct ReplicaStatus {
   bool ok() const noexcept { return kind == kOk; }
 };
 
-// A table as the newest file that has it describes it, and its number in every file.
+// frame::Column views of replica columns (names and missing values point into cols), as the row
+// codecs take them.
+std::vector<frame::Column> frame_columns(const std::vector<replica::Column>& cols);
+
+// A table as the newest file that has it describes it, and its number in every file. Rows of
+// older files (written before an ALTER TABLE) read under the newest description (schema on read,
+// edge_apply/row_projection.hpp): `projection` per file says how.
 struct TableView {
   std::string schema;
   std::string name;
   std::vector<replica::Column> columns;
   std::vector<int64_t> table_no;  // per file of the snapshot (same order), -1 when absent
+  std::vector<frame::Column> frame_columns;             // views into columns
+  std::vector<std::vector<frame::Column>> file_columns;  // per file: its description (views)
+  std::vector<Projection> projection;                   // per file: its rows -> columns
+  std::vector<std::string> unreadable;                  // per file: why its rows cannot be read
 };
 
 // A row found by get() or scan(): its key, its tuple bytes (common/FORMAT.md tuple) and the
-// columns of the file that holds it (a row written before an ALTER TABLE has the older columns).
+// table's columns (the newest description: a row stored before an ALTER TABLE is re-encoded).
 struct RowRef {
   std::string_view key;
   std::string_view tuple;
@@ -91,7 +102,7 @@ class TenantReplica {
   const std::vector<TableView>& tables() const noexcept;
 
   // Looks an encoded key up (edge_apply/key_codec.hpp), newest file first. The views stay valid
-  // until the next call with the same cache, or refresh().
+  // until the next get() or call with the same cache, or refresh().
   ReplicaStatus get(const TableView& table, std::string_view key, replica::BlockCache& cache,
                     RowRef& out) const;
 
@@ -135,6 +146,7 @@ class TenantReplica {
   HeadReader head_;
   std::shared_ptr<const Snapshot> snapshot_;
   uint64_t generation_ = 0;
+  mutable std::string projected_;  // get()'s row when re-encoded under the newest description
 };
 
 template <typename Callback>

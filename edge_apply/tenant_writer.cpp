@@ -2,6 +2,7 @@
 #include "edge_apply/tenant_writer.hpp"
 
 #include "edge_apply/key_codec.hpp"
+#include "edge_apply/row_projection.hpp"
 #include "edge_apply/tenant_replica.hpp"
 #include "edge_apply/tuple.hpp"
 #include "edge_apply/value_codec.hpp"
@@ -47,9 +48,14 @@ std::optional<uint64_t> name_sequence(std::string_view name) {
   return std::strtoull(hex.c_str(), nullptr, 16);
 }
 
-// Whether two replica tables have the same shape (number aside).
-bool same_table_shape(const replica::Table& a, const replica::Table& b) {
-  return a.tenant_column == b.tenant_column && a.columns == b.columns;
+// Whether rows stored under table description `older` can be read under `newer`.
+bool readable_as(const replica::Table& older, const replica::Table& newer) {
+  if (older.columns == newer.columns) return true;
+  const std::vector<frame::Column> from = frame_columns(older.columns);
+  const std::vector<frame::Column> to = frame_columns(newer.columns);
+  Projection p;
+  std::string why;
+  return p.build(from, to, why);
 }
 
 // A status of the given kind.
@@ -131,6 +137,7 @@ struct LiveFile {
 };
 
 struct TenantWriter::Impl {
+  fs::path data_dir;  // as open() was given it
   fs::path dir;
   std::string tenant;
   Options options;
@@ -164,7 +171,13 @@ struct TenantWriter::Impl {
   // Stages one INSERT/UPDATE row.
   WriterStatus stage_row(const std::shared_ptr<const RelationInfo>& rel, const frame::Tuple& row,
                          const frame::Tuple* old_key, std::vector<Op>& ops);
-  // Puts staged ops into the pending set (flushing first when a table's columns changed).
+  // Re-encodes the pending rows of table under `to` (p: from their description to `to`).
+  WriterStatus reshape_pending(std::string_view table, const Projection& p,
+                               const std::shared_ptr<const RelationInfo>& to);
+  // The tenant's current description of table: pending, else the newest file's; nullptr when
+  // the tenant has no such table.
+  std::shared_ptr<const RelationInfo> current_relation(std::string_view table) const;
+  // Puts staged ops into the pending set, every row of a table under its newest description.
   // position: the shard's new applied bound (every transaction below it delivered).
   WriterStatus commit_ops(std::string_view shard, std::vector<Op>& ops, uint64_t position,
                           std::optional<int64_t> commit_time);
@@ -192,9 +205,12 @@ WriterStatus TenantWriter::open(const fs::path& data_dir, std::string_view tenan
                                 const Options& options) {
   impl_ = std::make_unique<Impl>();
   Impl& s = *impl_;
+  s.data_dir = data_dir;
   s.dir = tenant_dir(data_dir, tenant);
+  if (!options.subdir.empty()) s.dir /= options.subdir;
   s.tenant = std::string(tenant);
   s.options = options;
+  s.next_sequence = std::max<uint64_t>(options.first_sequence, 1);
   std::error_code ec;
   fs::create_directories(s.dir, ec);
   if (ec)
@@ -272,15 +288,76 @@ uint64_t TenantWriter::pending_position(std::string_view shard) const {
   return it == impl_->positions.end() ? 0 : it->second.applied;
 }
 
-bool TenantWriter::has_pending() const noexcept { return !impl_->pending.empty(); }
+bool TenantWriter::has_pending() const noexcept { return !impl_->pending_rel.empty(); }
 
 bool TenantWriter::idle() const noexcept {
-  return !impl_->failed && impl_->pending.empty() && !impl_->compacting;
+  return !impl_->failed && impl_->pending_rel.empty() && !impl_->compacting;
 }
 
 void TenantWriter::close() {
   // A fresh Impl is "not open"; the old one's destructor unmaps and closes everything.
   impl_ = std::make_unique<Impl>();
+}
+
+uint64_t TenantWriter::next_sequence() const noexcept { return impl_->next_sequence; }
+
+void TenantWriter::drop_pending() {
+  impl_->pending.clear_and_dispose(DisposeNode{});
+  impl_->pending_rel.clear();
+}
+
+WriterStatus TenantWriter::adopt(TenantWriter& staging) {
+  Impl& s = *impl_;
+  Impl& from = *staging.impl_;
+  if (s.failed || from.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  if (!idle() || !staging.idle() || from.staged) {
+    return fail(WriterStatus::kFailed, "adopt needs both replicas flushed, with no compaction out");
+  }
+  // 1. The staging files move in (unlisted here until the manifest names them).
+  for (const LiveFile& lf : from.files) {
+    const fs::path src = from.dir / lf.entry.name;
+    const fs::path dst = s.dir / lf.entry.name;
+    if (fs::exists(dst)) return fail(WriterStatus::kFailed, "adopt: " + dst.string() + " exists");
+    if (::rename(src.c_str(), dst.c_str()) != 0) {
+      return fail(WriterStatus::kIo, "could not move " + src.string() + " to " + dst.string() + ": " +
+                                         errno_text(errno));
+    }
+  }
+  std::string why;
+  if (!fsync_directory(s.dir, why) || !fsync_directory(from.dir, why)) return fail(WriterStatus::kIo, why);
+  // 2. One manifest switches readers from the old files to them.
+  Manifest next = s.manifest;
+  next.generation = s.manifest.generation + 1;
+  next.published = true;
+  next.files.clear();
+  for (const LiveFile& lf : from.files) next.files.push_back(lf.entry);
+  std::map<std::string, ShardPosition, std::less<>> positions = s.positions;
+  for (const auto& [shard, p] : from.positions) {
+    ShardPosition& q = positions[shard];
+    const ShardPosition old = q;
+    q = p;
+    q.applied = std::max(p.applied, old.applied);
+    if (old.upstream > p.upstream) {
+      q.upstream = old.upstream;
+      q.upstream_time_us = old.upstream_time_us;
+    }
+  }
+  next.shards.clear();
+  for (const auto& [name, p] : positions) next.shards.push_back(p);
+  if (WriterStatus st = s.publish(next, true); !st.ok()) return st;
+  // 3. The old files go (readers that map them keep reading them), the staging replica too.
+  const fs::path data_dir = s.data_dir;
+  const std::string tenant = s.tenant;
+  const Options options = s.options;
+  const fs::path staging_dir = from.dir;
+  staging.close();
+  std::error_code ec;
+  fs::remove_all(staging_dir, ec);
+  return open(data_dir, tenant, options);
+}
+
+bool TenantWriter::has_table(std::string_view table) const {
+  return impl_->current_relation(table) != nullptr;
 }
 
 bool TenantWriter::has_rows_from(std::string_view shard) const {
@@ -371,8 +448,9 @@ bool TenantWriter::Impl::find_old_row(const std::vector<Op>& staged, std::string
       for (const replica::Column& c : t.columns) out.names.push_back(c.name);
       out.columns.clear();
       for (size_t c = 0; c < t.columns.size(); ++c) {
-        out.columns.push_back(
-            {out.names[c], t.columns[c].type_oid, t.columns[c].typmod, t.columns[c].key});
+        frame::Column fc{out.names[c], t.columns[c].type_oid, t.columns[c].typmod, t.columns[c].key};
+        fc.attnum = t.columns[c].attnum;
+        out.columns.push_back(fc);
       }
       found = true;
       return true;
@@ -424,7 +502,7 @@ WriterStatus TenantWriter::Impl::stage_row(const std::shared_ptr<const RelationI
     }
     for (size_t i = 0; i < values.size(); ++i) {
       if (values[i].kind != frame::ValueKind::kUnchangedToast) continue;
-      const int j = old_view.find(rel->columns[i].name);
+      const int j = find_column(old_row.columns, rel->columns[i]);
       if (j < 0 || old_view.value(j).kind == frame::ValueKind::kUnchangedToast) {
         return fail(WriterStatus::kMissingRow,
                     table + ": no stored value for unchanged toasted column " +
@@ -459,8 +537,11 @@ WriterStatus TenantWriter::Impl::stage_group(const RelationMap& relations,
     frame::MessageCursor cursor = reader.messages();
     frame::Message m;
     while (cursor.next(m)) {
+      // The description in effect where this frame's changes were made (a transaction may
+      // change a table before and after altering it).
+      const StreamPoint at{commit_lsn, reader.header().last_lsn};
       auto relation_of = [&](uint32_t relid, std::shared_ptr<const RelationInfo>& rel) {
-        rel = relations.find(relid);
+        rel = relations.find(relid, at);
         return rel != nullptr;
       };
       std::shared_ptr<const RelationInfo> rel;
@@ -520,21 +601,60 @@ WriterStatus TenantWriter::Impl::stage_group(const RelationMap& relations,
 WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<Op>& ops,
                                             uint64_t position,
                                             std::optional<int64_t> commit_time) {
-  // A file holds one description per table: when rows were decoded with other columns than the
-  // pending rows of their table (ALTER TABLE), the pending rows go to a file of their own first.
-  std::map<std::string_view, const RelationInfo*> shapes;
-  bool reshaped = false;
+  // A delta holds one description per table: every pending row of a table takes the newest
+  // description among the pending rows' and the group's (schema on write for the pending set; a
+  // transaction that altered a table in its middle brings both). Projections are prepared first,
+  // so that a change the stored rows cannot follow (a type change) fails before anything moved.
+  std::map<std::string_view, std::shared_ptr<const RelationInfo>> newest;
   for (const Op& op : ops) {
-    auto [it, fresh] = shapes.emplace(op.table, op.rel.get());
-    if (!fresh && !it->second->same_shape(*op.rel)) {
-      return fail(WriterStatus::kBadGroup,
-                  op.table + " is described twice, differently, in one group");
-    }
-    auto p = pending_rel.find(op.table);
-    if (p != pending_rel.end() && !p->second->same_shape(*op.rel)) reshaped = true;
+    auto [it, fresh] = newest.emplace(op.table, op.rel);
+    if (!fresh && it->second->at < op.rel->at) it->second = op.rel;
   }
-  if (reshaped) {
-    if (WriterStatus st = flush_impl(); !st.ok()) return st;
+  for (auto& [table, rel] : newest) {
+    auto p = pending_rel.find(table);
+    if (p != pending_rel.end() && rel->at < p->second->at) rel = p->second;
+  }
+  std::map<std::pair<const RelationInfo*, const RelationInfo*>, Projection> projections;
+  auto projection = [&](const std::shared_ptr<const RelationInfo>& from,
+                        const std::shared_ptr<const RelationInfo>& to, WriterStatus& st) -> const Projection* {
+    auto [it, fresh] = projections.try_emplace({from.get(), to.get()});
+    std::string why;
+    if (fresh && !it->second.build(from->columns, to->columns, why)) {
+      st = fail(WriterStatus::kBadMessage, to->qualified() + ": " + why +
+                                              " (the table was rewritten: its rows must be copied again)");
+      return nullptr;
+    }
+    return &it->second;
+  };
+  WriterStatus st;
+  for (const Op& op : ops) {
+    const auto& to = newest.at(op.table);
+    if (!op.tombstone && !to->same_shape(*op.rel) && projection(op.rel, to, st) == nullptr) return st;
+  }
+  for (const auto& [table, to] : newest) {
+    auto p = pending_rel.find(table);
+    if (p != pending_rel.end() && !p->second->same_shape(*to) && projection(p->second, to, st) == nullptr) {
+      return st;
+    }
+  }
+  // Pending rows of a table whose description moved on are re-encoded under the new one.
+  for (const auto& [table, to] : newest) {
+    auto p = pending_rel.find(table);
+    if (p == pending_rel.end() || p->second->same_shape(*to)) continue;
+    if (WriterStatus rs = reshape_pending(table, projections.at({p->second.get(), to.get()}), to); !rs.ok()) {
+      return rs;
+    }
+  }
+  for (Op& op : ops) {
+    const auto& to = newest.at(op.table);
+    if (!op.tombstone && !to->same_shape(*op.rel)) {
+      std::string value;
+      if (CodecStatus cs = projections.at({op.rel.get(), to.get()}).apply(op.value, value); !cs.ok()) {
+        return fail(WriterStatus::kBadMessage, op.table + ": " + cs.message);
+      }
+      op.value = std::move(value);
+    }
+    op.rel = to;
   }
   // From here on nothing fails but memory.
   for (Op& op : ops) {
@@ -569,6 +689,62 @@ WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<
     pit->second.commit_time_us = *commit_time;
     dirty = true;
   }
+  return {};
+}
+
+WriterStatus TenantWriter::Impl::reshape_pending(std::string_view table, const Projection& p,
+                                                 const std::shared_ptr<const RelationInfo>& to) {
+  std::vector<std::pair<Node*, std::string>> rows;
+  for (auto it = pending.lower_bound(NodeKey{table, ""}, NodeLess{});
+       it != pending.end() && it->table == table; ++it) {
+    if (it->tombstone) continue;
+    std::string value;
+    if (CodecStatus cs = p.apply(it->value, value); !cs.ok()) {
+      return fail(WriterStatus::kBadMessage, std::string(table) + ": pending row: " + cs.message);
+    }
+    rows.emplace_back(&*it, std::move(value));
+  }
+  for (auto& [node, value] : rows) node->value = std::move(value);
+  for (auto it = pending.lower_bound(NodeKey{table, ""}, NodeLess{});
+       it != pending.end() && it->table == table; ++it) {
+    it->rel = to;
+  }
+  pending_rel[std::string(table)] = to;
+  return {};
+}
+
+std::shared_ptr<const RelationInfo> TenantWriter::Impl::current_relation(std::string_view table) const {
+  if (auto p = pending_rel.find(table); p != pending_rel.end()) return p->second;
+  for (size_t i = files.size(); i-- > 0;) {
+    for (const replica::Table& t : files[i].file.tables()) {
+      if (t.schema.size() + 1 + t.name.size() == table.size() && table == t.schema + "." + t.name) {
+        return RelationInfo::from_table(t);
+      }
+    }
+  }
+  return nullptr;
+}
+
+WriterStatus TenantWriter::apply_relation(std::string_view shard,
+                                          const std::shared_ptr<const RelationInfo>& rel,
+                                          uint64_t commit_lsn, bool* changed) {
+  Impl& s = *impl_;
+  if (changed != nullptr) *changed = false;
+  if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  // Described again by a transaction this tenant already has (resent after a restart): an older
+  // description must not replace a newer one.
+  if (commit_lsn < pending_position(shard)) return {};
+  const std::string table = rel->qualified();
+  const std::shared_ptr<const RelationInfo> current = s.current_relation(table);
+  if (current == nullptr || current->same_shape(*rel)) return {};
+  Projection p;
+  std::string why;
+  if (!p.build(current->columns, rel->columns, why)) {
+    return fail(WriterStatus::kBadMessage,
+                table + ": " + why + " (the table was rewritten: its rows must be copied again)");
+  }
+  if (WriterStatus st = s.reshape_pending(table, p, rel); !st.ok()) return st;
+  if (changed != nullptr) *changed = true;
   return {};
 }
 
@@ -778,7 +954,7 @@ WriterStatus TenantWriter::Impl::publish(const Manifest& m, bool sync) {
 WriterStatus TenantWriter::Impl::stage_files(bool sync, bool* wrote_file) {
   if (wrote_file != nullptr) *wrote_file = false;
   if (failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
-  if (staged || pending.empty()) return {};
+  if (staged || pending_rel.empty()) return {};
   LiveFile added;
   auto fill = [&](replica::Writer& w) -> replica::Status {
     // Tables numbered in name order, so that the set's (table, key) order is record order.
@@ -805,8 +981,8 @@ WriterStatus TenantWriter::Impl::stage_files(bool sync, bool* wrote_file) {
 
 WriterStatus TenantWriter::Impl::publish_staged(bool sync) {
   if (failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
-  if (!staged && pending.empty() && !dirty) return {};
-  if (!staged && !pending.empty()) {
+  if (!staged && pending_rel.empty() && !dirty) return {};
+  if (!staged && !pending_rel.empty()) {
     if (WriterStatus st = stage_files(sync, nullptr); !st.ok()) return st;
   }
   Manifest next = manifest;
@@ -898,8 +1074,19 @@ WriterStatus Compaction::run() {
         bool live = false;
       };
       std::vector<Head> heads(c.inputs.size());
+      // Rows of inputs with an older description of the table are re-encoded under the newest.
+      const std::vector<frame::Column> to = frame_columns(m.table.columns);
+      std::vector<std::vector<frame::Column>> from(c.inputs.size());
+      std::vector<Projection> projection(c.inputs.size());
+      std::string projected;
       for (size_t i = 0; i < c.inputs.size(); ++i) {
         if (m.numbers[i] < 0) continue;
+        from[i] = frame_columns(c.inputs[i].file.table(static_cast<uint32_t>(m.numbers[i]))->columns);
+        std::string why;
+        if (!projection[i].build(from[i], to, why)) {
+          input_failure = fail(WriterStatus::kFailed, "compaction of " + name + ": " + why);
+          return replica::Status{replica::Code::kInvalidArgument, 0, -1, "table descriptions do not merge"};
+        }
         heads[i].scan = c.inputs[i].file.scan(static_cast<uint32_t>(m.numbers[i]), "", std::nullopt, c.cache);
         replica::Status st = heads[i].scan.next(heads[i].rec);
         if (st.failed()) return input_failed(st, i);
@@ -918,7 +1105,16 @@ WriterStatus Compaction::run() {
         const replica::Record& r = heads[static_cast<size_t>(best)].rec;
         key.assign(r.key);
         if (!r.tombstone) {
-          if (replica::Status st = w.add(no, r.key, r.value); !st.ok()) return st;
+          std::string_view value = r.value;
+          if (!projection[static_cast<size_t>(best)].identity()) {
+            if (CodecStatus cs = projection[static_cast<size_t>(best)].apply(r.value, projected); !cs.ok()) {
+              input_failure = fail(WriterStatus::kCorrupt, c.inputs[static_cast<size_t>(best)].file.path() +
+                                                               ": " + name + ": stored row: " + cs.message);
+              return replica::Status{replica::Code::kCorrupt, 0, -1, "a stored row does not decode"};
+            }
+            value = projected;
+          }
+          if (replica::Status st = w.add(no, r.key, value); !st.ok()) return st;
         } else if (!c.to_base) {
           if (replica::Status st = w.add_tombstone(no, r.key); !st.ok()) return st;
         }
@@ -950,22 +1146,25 @@ WriterStatus TenantWriter::start_compaction(bool force, std::unique_ptr<Compacti
   for (const LiveFile& lf : s.files) deltas += lf.entry.kind == FileKind::kDelta ? 1 : 0;
   const bool due = deltas >= std::max<size_t>(s.options.compact_deltas, 1) || (force && deltas > 0);
   if (!due) return {};
-  // Runs: adjacent files whose tables have one shape. A file holds one description per table, so
-  // an ALTER TABLE starts a new run; each run can be merged on its own. The longest run is merged
-  // (the newest of equal ones): into a base when it starts at the oldest file (tombstones are then
-  // dropped), else into one delta in its place (tombstones kept: older runs may hold those keys).
+  // Runs: adjacent files whose rows can all be read under the run's newest description of each
+  // table (schema on read: ALTER TABLE ADD/DROP/RENAME COLUMN keep a run going; a type change
+  // starts a new one). The longest run is merged (the newest of equal ones), its older rows
+  // re-encoded under the newest descriptions: into a base when it starts at the oldest file
+  // (tombstones are then dropped), else into one delta in its place (tombstones kept: older runs
+  // may hold those keys).
   size_t best_first = 0, best_len = 0;
   for (size_t first = 0; first < s.files.size();) {
-    std::map<std::string, const replica::Table*> shapes;
+    std::map<std::string, std::vector<const replica::Table*>> shapes;
     size_t end = first;
     for (; end < s.files.size(); ++end) {
       bool fits = true;
       for (const replica::Table& t : s.files[end].file.tables()) {
         auto it = shapes.find(t.schema + "." + t.name);
-        if (it != shapes.end() && !same_table_shape(*it->second, t)) fits = false;
+        if (it == shapes.end()) continue;
+        for (const replica::Table* older : it->second) fits = fits && readable_as(*older, t);
       }
       if (!fits) break;
-      for (const replica::Table& t : s.files[end].file.tables()) shapes.emplace(t.schema + "." + t.name, &t);
+      for (const replica::Table& t : s.files[end].file.tables()) shapes[t.schema + "." + t.name].push_back(&t);
     }
     if (end - first >= best_len) {
       best_first = first;

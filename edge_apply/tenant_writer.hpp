@@ -79,6 +79,9 @@ class TenantWriter {
     bool compress = true;       // LZ4 blocks in the files written
     bool start_published = true;  // a new tenant's first manifest: published (false while an
                                   // initial copy fills it; set_published(true) ends that)
+    std::string subdir{};         // the replica lives in this subdirectory of the tenant's
+                                  // directory (a resync's staging replica, see adopt())
+    uint64_t first_sequence = 1;  // files are numbered from at least this
   };
 
   TenantWriter();
@@ -125,6 +128,16 @@ class TenantWriter {
                               std::span<const uint32_t> relids, uint64_t commit_lsn,
                               bool* skipped = nullptr);
 
+  // A RELATION of shard's stream (transaction commit_lsn) described a table anew (ALTER TABLE):
+  // when this tenant has the table under another description, its next flush publishes the new
+  // one (a delta listing the table, with its pending rows re-encoded), so that readers render
+  // every stored row under it (schema on read: edge_apply/row_projection.hpp) even when no row
+  // of the table changes. Skipped for a transaction the tenant already has; kBadMessage when the
+  // stored rows cannot be read under it (a type changed: the table must be copied again).
+  // `changed` says whether anything is pending because of it.
+  WriterStatus apply_relation(std::string_view shard, const std::shared_ptr<const RelationInfo>& rel,
+                              uint64_t commit_lsn, bool* changed = nullptr);
+
   // The shard's stream reached `position` (a KEEPALIVE, or the end of a transaction): recorded
   // by the next flush(). Positions never go back.
   void advance(std::string_view shard, uint64_t position, int64_t commit_time_us,
@@ -147,7 +160,7 @@ class TenantWriter {
   WriterStatus stage_flush(bool* wrote_file = nullptr);
   WriterStatus publish_flush();
 
-  // Whether rows are pending.
+  // Whether rows (or a table's new description) are pending.
   bool has_pending() const noexcept;
 
   // Whether the writer is open and may be closed without losing anything: no pending rows and no
@@ -158,6 +171,24 @@ class TenantWriter {
   // Releases the writer's mappings, cache and descriptors (only when idle()); open() again to use
   // it. The files stay as published.
   void close();
+
+  // Makes the files of `staging` (a complete replica of this tenant built beside it, e.g. by a
+  // resync's copy: flushed, nothing pending) this tenant's replica, in one step for readers: the
+  // files move into this directory, then one manifest lists them (with staging's positions, and
+  // published) instead of the old ones, which are removed; the writer is then open on them, and
+  // staging is closed and its directory removed. Durable when it returns (fsyncs). A crash before
+  // the manifest leaves the old replica (the moved files are removed at open as unlisted).
+  WriterStatus adopt(TenantWriter& staging);
+
+  // Forgets the pending rows and descriptions (a resync replaces the replica with a copy that
+  // has them anyway); what is published stays.
+  void drop_pending();
+
+  // The sequence the next file written gets (a staging replica starts above it).
+  uint64_t next_sequence() const noexcept;
+
+  // Whether the tenant has the table "schema.name" (rows of it, pending or published).
+  bool has_table(std::string_view table) const;
 
   // Whether a transaction (or an initial copy) of shard ever gave this tenant rows: only such
   // tenants hold rows a TRUNCATE on that shard removes.

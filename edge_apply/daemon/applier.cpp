@@ -46,11 +46,17 @@ namespace {
 struct Tenant : boost::intrusive::list_base_hook<> {
   std::string key;
   TenantWriter writer;
+  // While a resync runs (a table rewritten on the primary): the replica being built beside the
+  // published one, which readers keep reading (frozen) until adopt() switches them over.
+  std::unique_ptr<TenantWriter> staging;
   bool open = false;
   bool broken = false;  // stopped applying: its replica needs a resync (initial copy)
   uint64_t copying = 0;  // bit i: waits for shard i's initial copy before it is published
   uint64_t rows_from = 0;  // while closed: bit i, it has rows from shard i (TRUNCATE reopens it)
   Clock::time_point last_position_flush{};
+
+  // The writer changes go to: the staging replica during a resync, else the published one.
+  TenantWriter& active() { return staging ? *staging : writer; }
 };
 
 // Open tenants, least recently used first.
@@ -62,6 +68,7 @@ struct ShardCopy {
   State state = kNone;
   bool all = false;                  // every tenant not replicated here; else `tenants`
   std::vector<std::string> tenants;  // canonical keys
+  std::vector<std::string> next;     // resyncs asked for while this copy runs: the next copy's
   CopySnapshot snapshot;
   uint64_t end_lsn = 0;                          // L1
   RelationMap relations;                         // the tables as the copy's snapshot saw them
@@ -168,6 +175,12 @@ struct Applier::Impl {
     }
     t.broken = true;
     stats.broken_tenants.fetch_add(1);
+    if (t.staging) {
+      const fs::path dir = t.staging->dir();
+      t.staging.reset();
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
     // Readers must stop taking the shard position files as this tenant's freshness.
     std::string why;
     if (!write_file_durably(tenant_dir(config.data_dir, t.key) / "broken", std::string(what) + ": " + st.message + "\n", why)) {
@@ -205,7 +218,7 @@ struct Applier::Impl {
     const auto cap = static_cast<size_t>(config.max_open_tenants);
     for (auto it = lru.begin(); it != lru.end() && lru.size() > cap;) {
       Tenant& t = *it;
-      if (t.broken || t.copying != 0 || !t.writer.idle()) {
+      if (t.broken || t.copying != 0 || t.staging || !t.writer.idle()) {
         ++it;
         continue;
       }
@@ -260,25 +273,151 @@ struct Applier::Impl {
     return it->second->broken ? nullptr : it->second.get();
   }
 
-  // A MANY_TENANTS frame: RELATIONs into the shard's map (kept on disk first), TRUNCATE applied
-  // to every tenant open here (tenants never opened hold no rows to truncate).
+  // Tenant t, open, when a change of the whole shard i may concern it: not broken, and open or
+  // holding rows from shard i (then opened again); nullptr otherwise (or on a fatal error).
+  Tenant* shard_tenant(Tenant& t, size_t i) {
+    if (t.broken) return nullptr;
+    if (t.open) return &t;
+    if ((t.rows_from & shard_bit(i)) == 0) return nullptr;
+    return reopen(t) ? &t : nullptr;
+  }
+
+  // Shard i's transaction commit_lsn rewrote table relid (REWRITE): the rows this edge holds of
+  // it are no longer the primary's. Every tenant holding rows of the table from shard i is
+  // resynchronised (begin_resync); without a primary to copy from, it stops applying (broken).
+  // False on a fatal error.
+  bool resync_table(size_t i, uint32_t relid, uint64_t commit_lsn) {
+    const auto rel = relations[i].find(relid);
+    const std::string table = rel != nullptr ? rel->qualified() : "relid " + std::to_string(relid);
+    const std::string why = table + " was rewritten on shard " + shards[i].shard + " at " +
+                            format_lsn(commit_lsn) + " (an ALTER TABLE that rewrites its rows)";
+    size_t affected = 0;
+    for (auto& [key, t] : tenants) {
+      Tenant* tt = shard_tenant(*t, i);
+      if (tt == nullptr) {
+        if (fatal) return false;
+        continue;
+      }
+      TenantWriter& w = tt->active();
+      if (w.pending_position(shards[i].shard) > commit_lsn || !w.has_table(table)) continue;
+      ++affected;
+      if (!begin_resync(*tt, i, why)) return false;
+    }
+    log(Level::kWarning, "table_rewritten",
+        {{"shard", shards[i].shard}, {"table", table}, {"commit_lsn", format_lsn(commit_lsn)},
+         {"tenants", std::to_string(affected)},
+         {"action", "copying the tenants again from the primary; readers keep the previous state meanwhile"}});
+    return true;
+  }
+
+  // Path of the marker saying tenant key's published replica is being resynchronised.
+  fs::path resync_marker(std::string_view key) const { return tenant_dir(config.data_dir, key) / "resync"; }
+
+  // Starts resynchronising tenant t from shard i's primary: a staging replica beside the
+  // published one receives a fresh copy and then the tenant's changes; the next flush round after
+  // the stream passes the copy's end adopts it (readers switch over in one step). Meanwhile the
+  // published replica stays as it was, marked `resync` (the shard position files no longer speak
+  // for it). False on a fatal error.
+  bool begin_resync(Tenant& t, size_t i, const std::string& reason) {
+    if (config.primary_of(shards[i].shard).empty()) {
+      failed(t, {WriterStatus::kBadMessage, reason + "; no primary is set for shard " + shards[i].shard + " to copy it from"},
+             "resync");
+      return !fatal;
+    }
+    std::string why;
+    if (!write_file_durably(resync_marker(t.key), reason + "\n", why)) {
+      log(Level::kError, "apply_failed", {{"tenant", t.key}, {"error", why}, {"action", "stopping"}});
+      fatal = true;
+      return false;
+    }
+    if (!t.staging) {
+      TenantWriter::Options o = writer_options;
+      o.start_published = false;
+      o.subdir = "resync";
+      o.first_sequence = t.writer.next_sequence() + 1000;  // above anything the live one writes meanwhile
+      std::error_code ec;
+      fs::remove_all(t.writer.dir() / o.subdir, ec);  // a resync cut short: started over
+      auto staging = std::make_unique<TenantWriter>();
+      if (WriterStatus st = staging->open(config.data_dir, t.key, o); !st.ok()) {
+        failed(t, st, "resync");
+        return !fatal;
+      }
+      t.staging = std::move(staging);
+      t.writer.drop_pending();  // the copy has those changes; readers keep what is published
+      stats.resyncs.fetch_add(1);
+    }
+    if (t.copying == 0) stats.tenants_copying.fetch_add(1);
+    t.copying |= shard_bit(i);
+    ShardCopy& c = copies[i];
+    if (c.state == ShardCopy::kNone || c.state == ShardCopy::kDone) {
+      c = ShardCopy{};
+      c.state = ShardCopy::kPlanned;
+      c.tenants = {t.key};
+    } else if (c.state == ShardCopy::kPlanned) {
+      c.tenants.push_back(t.key);
+    } else {
+      c.next.push_back(t.key);  // a copy is under way: the next one takes it
+    }
+    log(Level::kWarning, "tenant_resync",
+        {{"tenant", t.key}, {"shard", shards[i].shard}, {"reason", reason},
+         {"action", "copying it again; readers keep its previous state until the copy is published"}});
+    return true;
+  }
+
+  // Adopts the staging replica of every tenant whose resync copy is complete (after a flush
+  // round made it durable); false on a fatal error.
+  bool adopt_resynced() {
+    for (auto& [key, t] : tenants) {
+      if (!t->staging || t->copying != 0 || t->broken || !t->writer.idle()) continue;
+      if (WriterStatus st = t->writer.adopt(*t->staging); !st.ok()) {
+        if (!failed(*t, st, "resync adopt")) return false;
+        continue;
+      }
+      t->staging.reset();
+      std::error_code ec;
+      fs::remove(resync_marker(key), ec);
+      std::string why;
+      (void)fsync_directory(t->writer.dir(), why);  // a marker left by a crash only redoes the resync
+      stats.resyncs_done.fetch_add(1);
+      log(Level::kInfo, "tenant_resynced",
+          {{"tenant", key}, {"generation", std::to_string(t->writer.manifest().generation)},
+           {"files", std::to_string(t->writer.manifest().files.size())}});
+    }
+    return true;
+  }
+
+  // A MANY_TENANTS frame: RELATIONs into the shard's map (kept on disk first) and, when one
+  // describes a table anew (ALTER TABLE), to every tenant of the shard that has the table, so
+  // that readers render all its rows under the new description; REWRITE: the tenants holding
+  // rows of the table take them again from the primary; TRUNCATE applied to every tenant open
+  // here (tenants never opened hold no rows to truncate).
   void apply_many(const ApplyEvent& ev) {
     const auto& bytes = ev.frames[0];
     if (frame::Status st = reader.open(bytes); !st.ok()) return;  // checked by the stream already
     const uint64_t commit_lsn = reader.header().commit_lsn;
     const uint32_t seq = reader.header().sequence;
     const uint32_t xid = reader.header().xid;
+    const StreamPoint at{commit_lsn, reader.header().first_lsn};
     frame::MessageCursor cursor = reader.messages();
     frame::Message m;
     bool has_relation = false;
     std::vector<std::vector<uint32_t>> truncates;
+    std::vector<std::shared_ptr<const RelationInfo>> reshaped;
+    std::vector<uint32_t> rewritten;
     while (cursor.next(m)) {
       if (auto* r = std::get_if<frame::Relation>(&m)) {
-        relations[ev.shard].update(*r);
+        // Compared with the description in effect before this point (not the newest: the frame
+        // may be received again after a restart, its description already stored).
+        const auto before = relations[ev.shard].find_before(r->relid, at);
+        relations[ev.shard].update(*r, at);
+        const auto now = relations[ev.shard].find(r->relid, at);
+        if (before != nullptr && !before->same_shape(*now)) reshaped.push_back(now);
         stats.relations.fetch_add(1);
         has_relation = true;
       } else if (auto* t = std::get_if<frame::Truncate>(&m)) {
         truncates.emplace_back(t->relids.begin(), t->relids.end());
+      } else if (auto* w = std::get_if<frame::Rewrite>(&m)) {
+        rewritten.push_back(w->relid);
       }
     }
     if (has_relation) {
@@ -289,15 +428,35 @@ struct Applier::Impl {
         return;
       }
     }
-    for (const auto& relids : truncates) {
-      stats.truncates.fetch_add(1);
+    for (uint32_t relid : rewritten) {
+      if (!resync_table(ev.shard, relid, commit_lsn)) return;
+    }
+    for (const auto& rel : reshaped) {
+      size_t changed_tenants = 0;
       for (auto& [key, t] : tenants) {
-        if (t->broken || in_copy(*t, ev.shard, commit_lsn, xid)) continue;
-        if (!t->open && ((t->rows_from & shard_bit(ev.shard)) == 0 || !reopen(*t))) {
+        Tenant* tt = shard_tenant(*t, ev.shard);
+        if (tt == nullptr) {
           if (fatal) return;
           continue;
         }
-        WriterStatus st = t->writer.apply_truncate(shards[ev.shard].shard, relations[ev.shard], relids, commit_lsn);
+        bool changed = false;
+        WriterStatus st = tt->active().apply_relation(shards[ev.shard].shard, rel, commit_lsn, &changed);
+        if (!st.ok() && !failed(*tt, st, "relation")) return;
+        changed_tenants += changed ? 1 : 0;
+      }
+      log(Level::kInfo, "relation_changed",
+          {{"shard", shards[ev.shard].shard}, {"table", rel->qualified()}, {"commit_lsn", format_lsn(commit_lsn)},
+           {"columns", std::to_string(rel->columns.size())}, {"tenants", std::to_string(changed_tenants)}});
+    }
+    for (const auto& relids : truncates) {
+      stats.truncates.fetch_add(1);
+      for (auto& [key, t] : tenants) {
+        if (in_copy(*t, ev.shard, commit_lsn, xid)) continue;
+        if (shard_tenant(*t, ev.shard) == nullptr) {
+          if (fatal) return;
+          continue;
+        }
+        WriterStatus st = t->active().apply_truncate(shards[ev.shard].shard, relations[ev.shard], relids, commit_lsn);
         if (!st.ok() && !failed(*t, st, "truncate")) return;
       }
       log(Level::kInfo, "truncate_applied",
@@ -323,7 +482,7 @@ struct Applier::Impl {
     }
     std::vector<std::span<const uint8_t>> spans(ev.frames.begin(), ev.frames.end());
     bool skipped = false;
-    WriterStatus st = t->writer.apply_group(shards[ev.shard].shard, relations[ev.shard], spans, &skipped);
+    WriterStatus st = t->active().apply_group(shards[ev.shard].shard, relations[ev.shard], spans, &skipped);
     if (!st.ok()) {
       failed(*t, st, "apply_group");
       return;
@@ -377,7 +536,8 @@ struct Applier::Impl {
       t->copying &= ~shard_bit(i);
       if (t->copying != 0) continue;
       stats.tenants_copying.fetch_sub(1);
-      advance_to_streams(t->writer);
+      advance_to_streams(t->active());
+      if (t->staging) continue;  // a resync: adopted after the next flush round (adopt_resynced)
       t->writer.set_published(true);
       if (WriterStatus st = t->writer.flush(); !st.ok()) {
         if (!failed(*t, st, "publish")) return;
@@ -390,6 +550,12 @@ struct Applier::Impl {
          {"end_lsn", format_lsn(c.end_lsn)}, {"tenants_published", std::to_string(published)}});
     c.relations = RelationMap();
     c.relation_frames.clear();
+    if (!c.next.empty()) {  // resyncs asked for while it ran
+      c.state = ShardCopy::kPlanned;
+      c.all = false;
+      c.tenants = std::move(c.next);
+      c.next.clear();
+    }
   }
 
   // Makes everything written under data_dir durable (syncfs: one call for all the files of a
@@ -476,7 +642,7 @@ struct Applier::Impl {
       if (t == nullptr || (t->copying & shard_bit(i)) == 0) return true;  // replicated here already
       with_rows.insert(t);
       std::vector<std::span<const uint8_t>> spans(frames.begin(), frames.end());
-      if (WriterStatus st = t->writer.apply_copy(c.relations, spans); !st.ok()) {
+      if (WriterStatus st = t->active().apply_copy(c.relations, spans); !st.ok()) {
         failed(*t, st, "copy");
         if (fatal) {
           why = st.message;
@@ -524,14 +690,14 @@ struct Applier::Impl {
     // time), which also marks the shard as theirs (TRUNCATE applies to tenants with rows from
     // the shard it ran on).
     for (Tenant* t : with_rows) {
-      if (!t->broken) t->writer.advance(shard, 0, outcome.snapshot_time_us, 0, 0);
+      if (!t->broken) t->active().advance(shard, 0, outcome.snapshot_time_us, 0, 0);
     }
     // The copied rows become durable (unpublished) before the copy counts as done.
     size_t copied_tenants = 0;
     for (auto& [key, t] : tenants) {
       if (t->broken || !t->open || (t->copying & shard_bit(i)) == 0) continue;
       ++copied_tenants;
-      if (WriterStatus st = t->writer.flush(); !st.ok() && !failed(*t, st, "copy flush")) return false;
+      if (WriterStatus st = t->active().flush(); !st.ok() && !failed(*t, st, "copy flush")) return false;
     }
     if (c.all && !write_file_durably(copied_marker(i),
                                      "snapshot " + c.snapshot.text() + "\nend_lsn " + format_lsn(c.end_lsn) + "\n", why)) {
@@ -560,7 +726,7 @@ struct Applier::Impl {
     bool staged_files = false;
     for (Tenant& t : lru) {
       if (t.broken) continue;
-      TenantWriter& w = t.writer;
+      TenantWriter& w = t.active();  // a resyncing tenant's published replica stays frozen
       const bool pending = w.has_pending();
       const bool due = final || now - t.last_position_flush >= position_every;
       bool moved = false;
@@ -582,7 +748,7 @@ struct Applier::Impl {
     // syncs a round instead of four fsyncs per tenant; nothing is acked before the second.
     if (staged_files && !sync_data_dir("the round's delta files")) return false;
     for (Tenant* t : round) {
-      TenantWriter& w = t->writer;
+      TenantWriter& w = t->active();
       const bool pending = w.has_pending();
       const uint64_t generation = w.manifest().generation;
       if (WriterStatus st = w.publish_flush(); !st.ok()) {
@@ -591,7 +757,7 @@ struct Applier::Impl {
       }
       t->last_position_flush = now;
       if (w.manifest().generation != generation) stats.flushes.fetch_add(1);
-      if (pending && !final) {
+      if (pending && !final && !t->staging) {
         // Due for a compaction: merged on the compaction thread, installed by install_compactions().
         std::unique_ptr<Compaction> job;
         if (WriterStatus st = w.start_compaction(false, job); !st.ok()) {
@@ -602,6 +768,8 @@ struct Applier::Impl {
       }
     }
     if (!round.empty() && !sync_data_dir("the round's manifests")) return false;
+    // Resyncs whose copy is complete and durable now replace their tenants' replicas.
+    if (!adopt_resynced()) return false;
     // Every tenant's changes below each stream position are published now: say so once per shard
     // rather than in every quiet tenant's manifest.
     for (size_t s = 0; s < shards.size(); ++s) {
@@ -647,6 +815,7 @@ bool Applier::open_existing() {
     return false;
   }
   std::error_code ec;
+  std::vector<Manifest> resync_at_start;
   for (const auto& e : fs::directory_iterator(fs::path(s.config.data_dir) / "tenants", ec)) {
     if (!e.is_directory()) continue;
     Manifest m;
@@ -684,7 +853,12 @@ bool Applier::open_existing() {
       s.recopy.insert(m.tenant);
       continue;
     }
-    if (s.lru.size() < static_cast<size_t>(s.config.max_open_tenants)) {
+    if (fs::exists(e.path() / "resync", ec)) {
+      // A resync cut short (crash, stop): its published replica stays; the copy starts over.
+      resync_at_start.push_back(m);
+      s.tenant(m.tenant);
+      if (s.fatal) return false;
+    } else if (s.lru.size() < static_cast<size_t>(s.config.max_open_tenants)) {
       s.tenant(m.tenant);
       if (s.fatal) return false;
     } else {
@@ -722,6 +896,16 @@ bool Applier::open_existing() {
     for (const ShardCopy& c : s.copies) covered = covered || c.covers(key);
     if (covered) s.tenant(key);
     if (s.fatal) return false;
+  }
+  // Resyncs cut short start over, from each shard of the tenant's manifest.
+  for (const Manifest& m : resync_at_start) {
+    auto it = s.tenants.find(m.tenant);
+    if (it == s.tenants.end() || it->second->broken) continue;
+    for (size_t i = 0; i < s.shards.size(); ++i) {
+      bool listed = false;
+      for (const ShardPosition& p : m.shards) listed = listed || (p.shard == s.shards[i].shard && p.commit_time_us != 0);
+      if (listed && !s.begin_resync(*it->second, i, "a resync that did not complete before the daemon stopped")) return false;
+    }
   }
   // Each shard starts at the smallest position its tenants' manifests have, or further at its
   // shard position file's, which vouches for every tenant (0: the relay's registered ack, which
@@ -763,6 +947,11 @@ bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
   auto next_flush = Clock::now() + every;
   ApplyEvent ev;
   for (;;) {
+    // Copies asked for at runtime (resyncs of tenants whose table was rewritten upstream).
+    for (size_t i = 0; i < s.copies.size() && !s.fatal && !stop.load(); ++i) {
+      if (s.copies[i].state == ShardCopy::kPlanned) (void)s.run_copy(i, stop);
+    }
+    if (s.fatal) break;
     const bool stopping = stop.load();
     bool quiet = stopping;
     if (stopping) {

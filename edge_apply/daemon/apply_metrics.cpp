@@ -52,6 +52,11 @@ std::string render_metrics(const MetricsSources& s) {
   one("edgeshard_apply_groups_in_snapshot_total", "counter",
       "frame groups skipped because an initial copy's snapshot already had them",
       static_cast<double>(a.groups_in_snapshot.load()));
+  one("edgeshard_apply_resyncs_total", "counter",
+      "tenant resyncs begun (a table of theirs rewritten on the primary): copied again beside the published replica",
+      static_cast<double>(a.resyncs.load()));
+  one("edgeshard_apply_resyncs_done_total", "counter", "tenant resyncs published (readers switched to the new copy)",
+      static_cast<double>(a.resyncs_done.load()));
   one("edgeshard_apply_queue_events", "gauge", "events received and not applied yet",
       static_cast<double>(s.queue->size()));
   struct PerShard {

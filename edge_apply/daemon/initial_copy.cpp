@@ -31,6 +31,9 @@ struct CopyColumn {
   bool key = false;
   bool binary = true;  // the type has a send function (else copied as its text output)
   std::string type_name;
+  uint32_t attnum = 0;
+  bool has_missing = false;  // pg_attribute.atthasmissing: `missing` is its value
+  std::string missing;       // send format (text output when !binary)
 };
 
 // One leaf relation of a distributed table.
@@ -45,12 +48,12 @@ struct CopyTable {
 
 // Runs sql with text parameters; false with why unless the result has status `expected`.
 bool run(PGconn* conn, const std::string& sql, const std::vector<std::string>& params,
-         ExecStatusType expected, Result& out, std::string& why) {
+         ExecStatusType expected, Result& out, std::string& why, bool binary_result = false) {
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const std::string& p : params) values.push_back(p.c_str());
   out.reset(PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
-                         nullptr, nullptr, 0));
+                         nullptr, nullptr, binary_result ? 1 : 0));
   if (PQresultStatus(out.get()) != expected) {
     const char* msg = PQresultErrorMessage(out.get());
     why = (msg != nullptr && *msg != '\0') ? std::string(msg) : pq::conn_error(conn);
@@ -76,6 +79,27 @@ std::string literal(PGconn* conn, std::string_view s) {
   std::string out(q);
   PQfreemem(q);
   return out;
+}
+
+// Reads column c's missing value (ADD COLUMN with a constant default: pg_attribute.attmissingval,
+// a one-element array of the column's type) in the form the stream sends it; false with why.
+bool read_missing_value(PGconn* conn, uint32_t relid, CopyColumn& c, const std::string& full_type,
+                        std::string& why) {
+  // attmissingval is declared anyarray: its text form, cast back to the column's array type.
+  std::string sql = "SELECT (a.attmissingval::text::" + full_type + "[])[1]";
+  if (!c.binary) sql += "::text";
+  sql += " FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum = $2::int2";
+  Result res;
+  if (!run(conn, sql, {std::to_string(relid), std::to_string(c.attnum)}, PGRES_TUPLES_OK, res, why, c.binary)) {
+    why = "missing value of column " + c.name + ": " + why;
+    return false;
+  }
+  if (PQntuples(res.get()) != 1 || PQgetisnull(res.get(), 0, 0)) {
+    c.has_missing = false;  // a NULL default is no missing value
+    return true;
+  }
+  c.missing.assign(PQgetvalue(res.get(), 0, 0), static_cast<size_t>(PQgetlength(res.get(), 0, 0)));
+  return true;
 }
 
 // The leaf relations of every distributed table, with their columns; false with why.
@@ -115,7 +139,8 @@ bool read_tables(PGconn* conn, std::vector<CopyTable>& tables, std::string& why)
     if (!run(conn,
              "SELECT a.attname, a.atttypid, a.atttypmod,"
              "       coalesce(a.attnum = ANY (i.indkey), false), ty.typsend <> 0,"
-             "       format_type(a.atttypid, NULL)"
+             "       format_type(a.atttypid, NULL), a.attnum, a.atthasmissing,"
+             "       format_type(a.atttypid, a.atttypmod)"
              "  FROM pg_attribute a"
              "  JOIN pg_type ty ON ty.oid = a.atttypid"
              "  LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary"
@@ -133,6 +158,9 @@ bool read_tables(PGconn* conn, std::vector<CopyTable>& tables, std::string& why)
       c.key = std::string_view(PQgetvalue(cols.get(), r, 3)) == "t";
       c.binary = std::string_view(PQgetvalue(cols.get(), r, 4)) == "t";
       c.type_name = PQgetvalue(cols.get(), r, 5);
+      c.attnum = static_cast<uint32_t>(std::stoul(PQgetvalue(cols.get(), r, 6)));
+      c.has_missing = std::string_view(PQgetvalue(cols.get(), r, 7)) == "t";
+      if (c.has_missing && !read_missing_value(conn, t.relid, c, PQgetvalue(cols.get(), r, 8), why)) return false;
       if (c.name == t.tenant_column) t.tenant_index = static_cast<int32_t>(t.columns.size());
       t.columns.push_back(std::move(c));
     }
@@ -264,6 +292,10 @@ std::vector<uint8_t> relation_frame(const CopyTable& t) {
     fc.type_oid = c.type_oid;
     fc.typmod = c.typmod;
     fc.key = c.key;
+    fc.attnum = c.attnum;
+    fc.has_missing = c.has_missing;
+    fc.missing_kind = c.binary ? frame::ValueKind::kBinary : frame::ValueKind::kText;
+    fc.missing = c.missing;
     cols.push_back(fc);
   }
   frame::Writer w(frame::Compression::kNone);

@@ -58,7 +58,9 @@ bool RelationStore::open(const fs::path& data_dir, std::string_view shard, Relat
     frame::MessageCursor cursor = reader.messages();
     frame::Message m;
     while (cursor.next(m)) {
-      if (auto* r = std::get_if<frame::Relation>(&m)) relations.update(*r);
+      if (auto* r = std::get_if<frame::Relation>(&m)) {
+        relations.update(*r, {reader.header().commit_lsn, reader.header().first_lsn});
+      }
     }
     if (!cursor.status().ok()) {
       why = path_.string() + ": " + cursor.status().message;

@@ -1,6 +1,7 @@
 // TenantWriter: frame groups applied, flushed and read back through TenantReplica; refusals,
 // idempotence after reopen, crash leftovers, TRUNCATE, schema change, compaction, and a random
 // workload against a std::map model.
+#include "edge_apply/key_codec.hpp"
 #include "edge_apply/tenant_writer.hpp"
 
 #include "common/frame_writer.hpp"
@@ -154,6 +155,43 @@ void describe(RelationMap& rels, uint32_t relid, const std::string& name,
   frame::Message m;
   ASSERT_TRUE(cur.next(m));
   rels.update(std::get<frame::Relation>(m));
+}
+
+// One text column of describe_numbered(): name, attribute number, missing value (none when null).
+struct TextColumn {
+  std::string name;
+  uint32_t attnum = 0;
+  const char* missing = nullptr;
+};
+
+// Describes relid as a version-2 stream does (identities and missing values), taking effect at
+// stream point `at`: an int8 key "id" (attnum 1), then text columns.
+void describe_numbered(RelationMap& rels, uint32_t relid, const std::string& name,
+                       const std::vector<TextColumn>& text_columns, StreamPoint at) {
+  std::vector<frame::Column> cols = {{"id", 20, -1, true}};
+  cols[0].attnum = 1;
+  for (const TextColumn& c : text_columns) {
+    frame::Column fc{c.name, 25, -1, false};
+    fc.attnum = c.attnum;
+    if (c.missing != nullptr) {
+      fc.has_missing = true;
+      fc.missing_kind = frame::ValueKind::kBinary;
+      fc.missing = c.missing;
+    }
+    cols.push_back(fc);
+  }
+  frame::Writer w(frame::Compression::kNone);
+  w.relation(relid, "public", name, cols, -1);
+  frame::Fields f;
+  f.many_tenants = true;
+  f.last = true;
+  auto bytes = w.seal(f);
+  frame::Reader r;
+  ASSERT_TRUE(r.open(bytes).ok());
+  frame::MessageCursor cur = r.messages();
+  frame::Message m;
+  ASSERT_TRUE(cur.next(m));
+  rels.update(std::get<frame::Relation>(m), at);
 }
 
 // Content of a table as rows id -> texts of the other columns ("NULL" for NULL).
@@ -533,39 +571,162 @@ TEST_F(TenantWriterTest, SchemaChangeMidStream) {
   apply(100, {{'I', kOrders, 1, {T("one")}}});
   flush();
   apply(200, {{'I', kOrders, 2, {T("two")}}});            // pending with the old columns
-  describe(rels_, kOrders, "orders", {"note", "extra"});  // ALTER TABLE ADD COLUMN
+  describe(rels_, kOrders, "orders", {"note", "extra"});  // ALTER TABLE ADD COLUMN (no default)
   apply(300, {{'I', kOrders, 3, {T("three"), T("x")}}});
   flush();
-  EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}, {3, {"three", "x"}}}));
-  EXPECT_EQ(w_->manifest().files.size(), 3u);  // the old-schema rows got their own delta
-  // Mixed shapes: the two old-shape files are one run, merged into a base; the new-shape delta
-  // stays on top.
+  // Schema on read: rows stored before the ADD COLUMN read the new column as NULL (its missing
+  // value would be used if it had one); the pending old-shape row was re-encoded, so the newest
+  // delta holds one description of the table.
+  const Content after_add = {{1, {"one", "NULL"}}, {2, {"two", "NULL"}}, {3, {"three", "x"}}};
+  EXPECT_EQ(orders(), after_add);
+  EXPECT_EQ(w_->manifest().files.size(), 2u);
+  // Files of both shapes merge into one base, the older rows re-encoded under the newest.
   bool compacted = false;
   ASSERT_TRUE(w_->compact(true, &compacted).ok());
   EXPECT_TRUE(compacted);
-  ASSERT_EQ(w_->manifest().files.size(), 2u);
+  ASSERT_EQ(w_->manifest().files.size(), 1u);
   EXPECT_EQ(w_->manifest().files[0].kind, FileKind::kBase);
-  EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}, {3, {"three", "x"}}}));
-  // More new-shape deltas, deleting an old-shape row: that run merges into one delta in its
-  // place, keeping the tombstone (the base below still holds the row).
+  EXPECT_EQ(orders(), after_add);
+  // More deltas, deleting a row the base holds, then a DROP COLUMN: the dropped column
+  // disappears from every row, also from rows no later change touched.
   apply(400, {{'D', kOrders, 1, {}}, {'I', kOrders, 4, {T("four"), T("y")}}});
   flush();
   apply(500, {{'U', kOrders, 3, {T("drei"), T("z")}}});
   flush();
+  describe(rels_, kOrders, "orders", {"extra"});  // ALTER TABLE DROP COLUMN note
+  bool changed = false;
+  ASSERT_TRUE(w_->apply_relation("s1", rels_.find(kOrders), 600, &changed).ok());
+  EXPECT_TRUE(changed);
+  EXPECT_TRUE(w_->has_pending());  // the new description, with no row
+  flush();
   ASSERT_EQ(w_->manifest().files.size(), 4u);
+  const Content want = {{2, {"NULL"}}, {3, {"z"}}, {4, {"y"}}};
+  EXPECT_EQ(orders(), want);
   ASSERT_TRUE(w_->compact(true, &compacted).ok());
   EXPECT_TRUE(compacted);
-  ASSERT_EQ(w_->manifest().files.size(), 2u);
+  ASSERT_EQ(w_->manifest().files.size(), 1u);
   EXPECT_EQ(w_->manifest().files[0].kind, FileKind::kBase);
-  EXPECT_EQ(w_->manifest().files[1].kind, FileKind::kDelta);
-  EXPECT_EQ(w_->manifest().files[1].records, 3u);  // rows 3 and 4, and row 1's tombstone
-  const Content want = {{2, {"two"}}, {3, {"drei", "z"}}, {4, {"four", "y"}}};
+  EXPECT_EQ(w_->manifest().files[0].records, 3u);  // row 1's tombstone dropped
   EXPECT_EQ(orders(), want);
   reopen();
   EXPECT_EQ(orders(), want);
-  // One file per shape: nothing left to merge.
+  // The same description again (a RELATION resent after a restart) changes nothing.
+  ASSERT_TRUE(w_->apply_relation("s1", rels_.find(kOrders), 700, &changed).ok());
+  EXPECT_FALSE(changed);
+}
+
+TEST_F(TenantWriterTest, ColumnsFollowedByIdentityThroughRenameDropAndAdd) {
+  describe_numbered(rels_, kOrders, "orders", {{"note", 2}}, {100, 0});
+  apply(100, {{'I', kOrders, 1, {T("one")}}, {'I', kOrders, 2, {T("two")}}});
+  flush();
+  // RENAME COLUMN note TO memo, ADD COLUMN status text DEFAULT 'new' (a missing value): old rows
+  // keep their value under the new name and read 'new'.
+  describe_numbered(rels_, kOrders, "orders", {{"memo", 2}, {"status", 3, "new"}}, {200, 0});
+  bool changed = false;
+  ASSERT_TRUE(w_->apply_relation("s1", rels_.find(kOrders), 200, &changed).ok());
+  EXPECT_TRUE(changed);
+  flush();
+  EXPECT_EQ(orders(), (Content{{1, {"one", "new"}}, {2, {"two", "new"}}}));
+  apply(300, {{'I', kOrders, 3, {T("three"), T("old")}}});
+  flush();
+  // DROP COLUMN memo, then ADD COLUMN memo (attnum 4, no default): the old values stay hidden.
+  describe_numbered(rels_, kOrders, "orders", {{"status", 3, "new"}, {"memo", 4}}, {400, 0});
+  ASSERT_TRUE(w_->apply_relation("s1", rels_.find(kOrders), 400, &changed).ok());
+  flush();
+  const Content want = {{1, {"new", "NULL"}}, {2, {"new", "NULL"}}, {3, {"old", "NULL"}}};
+  EXPECT_EQ(orders(), want);
+  bool compacted = false;
   ASSERT_TRUE(w_->compact(true, &compacted).ok());
-  EXPECT_FALSE(compacted);
+  EXPECT_TRUE(compacted);
+  EXPECT_EQ(orders(), want);
+  // An older description received again (the stream resent after a restart) is ignored: the
+  // tenant is past its transaction.
+  ASSERT_TRUE(w_->apply_relation("s1", rels_.find(kOrders, {200, 0}), 200, &changed).ok());
+  EXPECT_FALSE(changed);
+  EXPECT_EQ(orders(), want);
+}
+
+TEST_F(TenantWriterTest, TransactionAlteringATableMidwayDecodesEachFrameWithItsColumns) {
+  // One transaction (commit 0/500): a row under the old columns, ALTER TABLE ADD COLUMN, a row
+  // under the new ones. The RELATION arrives (point 500/0x120) before the tenant's group is
+  // complete; each frame of the group is decoded with the description in effect at its changes.
+  describe_numbered(rels_, kOrders, "orders", {{"note", 2}}, {100, 0});
+  describe_numbered(rels_, kOrders, "orders", {{"note", 2}, {"extra", 3, "d"}}, {0x500, 0x120});
+  frame::Writer w(frame::Compression::kNone);
+  std::vector<std::vector<uint8_t>> frames;
+  auto seal = [&](uint32_t seq, uint64_t first, uint64_t last, bool is_last) {
+    frame::Fields f;
+    f.tenant_key = kTenant;
+    f.commit_lsn = 0x500;
+    f.first_lsn = first;
+    f.last_lsn = last;
+    f.sequence = seq;
+    f.last = is_last;
+    auto b = w.seal(f);
+    frames.emplace_back(b.begin(), b.end());
+  };
+  w.begin(9, 0x500, 1);
+  w.insert_begin(kOrders, 2);
+  w.value_binary("\0\0\0\0\0\0\0\1", 8);
+  w.value_binary("one", 3);
+  seal(0, 0x100, 0x110, false);
+  w.insert_begin(kOrders, 3);
+  w.value_binary("\0\0\0\0\0\0\0\2", 8);
+  w.value_binary("two", 3);
+  w.value_binary("x", 1);
+  w.commit(0x500, 0x510, 1);
+  seal(1, 0x120, 0x130, true);
+  std::vector<std::span<const uint8_t>> spans(frames.begin(), frames.end());
+  WriterStatus st = w_->apply_group("s1", rels_, spans);
+  ASSERT_TRUE(st.ok()) << st.message;
+  flush();
+  EXPECT_EQ(orders(), (Content{{1, {"one", "d"}}, {2, {"two", "x"}}}));
+}
+
+TEST_F(TenantWriterTest, AdoptSwitchesReadersToAStagingReplicaInOneStep) {
+  apply(100, {{'I', kOrders, 1, {T("one")}}, {'I', kOrders, 2, {T("two")}}});
+  flush();
+  apply(200, {{'I', kOrders, 3, {T("three")}}});
+  flush();
+  // A resync builds the tenant again beside it: unpublished, in a subdirectory, files numbered
+  // above the published ones.
+  TenantWriter staging;
+  TenantWriter::Options o;
+  o.start_published = false;
+  o.subdir = "resync";
+  o.first_sequence = w_->next_sequence() + 1000;
+  ASSERT_TRUE(staging.open(data_.path, kTenant, o).ok());
+  auto copy = make_group(0, {{'I', kOrders, 1, {T("uno")}}, {'I', kOrders, 4, {T("cuatro")}}});
+  ASSERT_TRUE(staging.apply_copy(rels_, spans(copy)).ok());
+  auto later = make_group(300, {{'D', kOrders, 4, {}}, {'I', kOrders, 5, {T("cinco")}}});
+  ASSERT_TRUE(staging.apply_group("s1", rels_, spans(later)).ok());
+  ASSERT_TRUE(staging.flush().ok());
+  // Readers still see the published replica, a reader's snapshot keeps it after the switch.
+  EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}, {3, {"three"}}}));
+  TenantReplica before;
+  ASSERT_TRUE(before.open(data_.path, kTenant).ok());
+  const uint64_t generation = w_->manifest().generation;
+  ASSERT_TRUE(w_->adopt(staging).ok());
+  EXPECT_EQ(w_->manifest().generation, generation + 1);
+  EXPECT_TRUE(w_->manifest().published);
+  EXPECT_GE(w_->applied("s1"), 301u);
+  EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {5, {"cinco"}}}));
+  EXPECT_FALSE(fs::exists(w_->dir() / "resync"));
+  size_t replica_files = 0;
+  for (const auto& e : fs::directory_iterator(w_->dir())) replica_files += e.path().extension() == ".esr" ? 1 : 0;
+  EXPECT_EQ(replica_files, w_->manifest().files.size());  // the old files are gone
+  const TableView* t = before.table("public.orders");
+  ASSERT_NE(t, nullptr);
+  RowRef row;
+  std::string key;
+  ASSERT_TRUE(encode_key_column_from_text(key, 20, "3").ok());
+  replica::BlockCache cache;
+  EXPECT_TRUE(before.get(*t, key, cache, row).ok());  // mapped files outlive the unlink
+  // The writer goes on on the adopted files.
+  apply(400, {{'I', kOrders, 6, {T("seis")}}});
+  flush();
+  reopen();
+  EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {5, {"cinco"}}, {6, {"seis"}}}));
 }
 
 TEST_F(TenantWriterTest, CompactionOnAnotherThreadWhileApplyingGoesOn) {

@@ -66,13 +66,6 @@ bool open_tenant(TenantReplica& r, const char* data_dir, const char* tenant, int
   return true;
 }
 
-// frame::Column views of replica columns (names point into cols).
-std::vector<edgeshard::frame::Column> frame_columns(const std::vector<edgeshard::replica::Column>& cols) {
-  std::vector<edgeshard::frame::Column> out;
-  for (const auto& c : cols) out.push_back({c.name, c.type_oid, c.typmod, c.key});
-  return out;
-}
-
 // Prints a row as one JSON line; false when its bytes do not decode.
 bool print_row(const RowRef& row) {
   const auto cols = frame_columns(*row.columns);
