@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bitset>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -194,8 +195,45 @@ std::string encode_schema(std::string_view tenant_key, const std::map<uint32_t, 
       put_u32(s, static_cast<uint32_t>(c.typmod));
       s.push_back(static_cast<char>(c.key ? kColumnKey : 0));
     }
+    // add_table() let through only all-known or all-unknown identities.
+    const bool attributes = !t.columns.empty() && t.columns.front().attnum != 0;
+    s.push_back(static_cast<char>(attributes ? kTableAttributes : 0));
+    if (!attributes) continue;
+    for (const Column& c : t.columns) {
+      put_varint(s, c.attnum);
+      s.push_back(static_cast<char>(c.has_missing ? kAttributeMissing : 0));
+      if (!c.has_missing) continue;
+      s.push_back(static_cast<char>(c.missing_kind));
+      put_str(s, c.missing);
+    }
   }
   return s;
+}
+
+// Why the writer cannot store a table's column identities as given, or nullptr when it can.
+const char* check_attributes(const Table& table) noexcept {
+  if (table.columns.empty()) return nullptr;
+  const bool known = table.columns.front().attnum != 0;
+  std::bitset<kMaxAttnum + 1> seen;
+  for (const Column& c : table.columns) {
+    if ((c.attnum != 0) != known) return "attribute numbers known for some columns only";
+    if (c.attnum > kMaxAttnum) return "attribute number above 1664";
+    if (known && seen.test(c.attnum)) return "attribute number repeated in a table";
+    seen.set(c.attnum);
+    if (!c.has_missing) {
+      if (c.missing_kind != 0 || !c.missing.empty()) {
+        return "missing value kind or data set without has_missing";
+      }
+      continue;
+    }
+    if (!known) return "missing value on a column without its attribute number";
+    if (c.missing_kind != static_cast<uint8_t>('b') &&
+        c.missing_kind != static_cast<uint8_t>('t')) {
+      return "missing value kind is not binary ('b') or text ('t')";
+    }
+    if (c.missing.size() > kMaxValueBytes) return "missing value longer than 1 GiB";
+  }
+  return nullptr;
 }
 
 // Writes all of data to fd at its current position, retrying short writes and EINTR.
@@ -791,6 +829,9 @@ Status Writer::add_table(const Table& table) {
       table.tenant_column >= static_cast<int64_t>(table.columns.size())) {
     return status(Code::kInvalidArgument, "tenant column outside the column list");
   }
+  if (const char* why = check_attributes(table); why != nullptr) {
+    return status(Code::kInvalidArgument, why);
+  }
   if (!impl_->tables.emplace(table.table_no, table).second) {
     return status(Code::kInvalidArgument, "table_no added twice");
   }
@@ -1080,7 +1121,50 @@ struct ReplicaFile::Impl {
     return Status{};
   }
 
-  // Decodes the schema block's raw bytes.
+  // Decodes a table's table_flags and attribute list (version 2 and later) into its columns.
+  template <typename Bad>
+  static Status decode_attributes(ByteReader& r, Table& t, Bad& bad) {
+    const size_t flags_at = r.offset();
+    uint8_t table_flags;
+    if (!r.u8(table_flags)) return bad(r.error(), r.error_offset());
+    if ((table_flags & ~kTableAttributes) != 0) return bad("unknown table flag bits", flags_at);
+    if ((table_flags & kTableAttributes) == 0) return Status{};
+    if (t.columns.empty()) return bad("attribute list on a table without columns", flags_at);
+    std::bitset<kMaxAttnum + 1> seen;
+    for (Column& col : t.columns) {
+      const size_t at = r.offset();
+      uint64_t attnum;
+      uint8_t flags;
+      if (!r.varint(attnum)) return bad(r.error(), r.error_offset());
+      if (attnum == 0 || attnum > kMaxAttnum) return bad("attribute number out of range", at);
+      if (seen.test(attnum)) return bad("attribute number repeated in a table", at);
+      seen.set(attnum);
+      col.attnum = static_cast<uint32_t>(attnum);
+      const size_t attr_flags_at = r.offset();
+      if (!r.u8(flags)) return bad(r.error(), r.error_offset());
+      if ((flags & ~kAttributeMissing) != 0) {
+        return bad("unknown attribute flag bits", attr_flags_at);
+      }
+      if ((flags & kAttributeMissing) == 0) continue;
+      const size_t kind_at = r.offset();
+      uint8_t kind;
+      std::string_view data;
+      if (!r.u8(kind)) return bad(r.error(), r.error_offset());
+      if (kind != static_cast<uint8_t>('b') && kind != static_cast<uint8_t>('t')) {
+        return bad("missing value kind is not binary ('b') or text ('t')", kind_at);
+      }
+      const size_t data_at = r.offset();
+      if (!r.str(data)) return bad(r.error(), r.error_offset());
+      if (data.size() > kMaxValueBytes) return bad("missing value longer than 1 GiB", data_at);
+      col.has_missing = true;
+      col.missing_kind = kind;
+      col.missing.assign(data);
+    }
+    return Status{};
+  }
+
+  // Decodes the schema block's raw bytes (the file's version says whether tables carry
+  // table_flags).
   Status decode_schema(const uint8_t* raw, uint32_t raw_length, uint32_t table_count) {
     ByteReader r(std::string_view(reinterpret_cast<const char*>(raw), raw_length));
     auto bad = [&](const char* what, size_t at) {
@@ -1128,6 +1212,9 @@ struct ReplicaFile::Impl {
         col.name.assign(col_name);
         col.key = (flags & kColumnKey) != 0;
         t.columns.push_back(std::move(col));
+      }
+      if (info.version >= 2) {
+        if (Status st = decode_attributes(r, t, bad); !st.ok()) return st;
       }
       tables.push_back(std::move(t));
     }
@@ -1254,6 +1341,10 @@ struct ReplicaFile::Impl {
     }
     if (load_u64(f + kFOffChecksum) != XXH3_64bits(f, kFOffChecksum)) {
       return corrupt(fo + kFOffChecksum, "footer checksum mismatch");
+    }
+    if (version >= 2 && min_read < 2) {
+      // Its schema block is not version 1's: a version 1 reader would misread it.
+      return corrupt(fo + kFOffMinRead, "min_read_version 1 in a file of version 2 or later");
     }
     // The footer is what its writer wrote: from here on, refusals are about writers.
     check_reserved = version <= kVersion;

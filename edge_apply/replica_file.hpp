@@ -48,9 +48,9 @@ namespace edgeshard::replica {
 // --- Layout constants (FORMAT.md) --------------------------------------------------------------
 
 inline constexpr uint8_t kMagic[4] = {'E', 'S', 'R', 'F'};
-inline constexpr uint8_t kVersion = 1;          // written, and the highest version read
-inline constexpr uint8_t kMinReadVersion = 1;   // written into new files
-inline constexpr uint8_t kMinWriteVersion = 1;  // written into new files
+inline constexpr uint8_t kVersion = 2;          // written, and the highest version read
+inline constexpr uint8_t kMinReadVersion = 2;   // written into new files (v1 readers cannot)
+inline constexpr uint8_t kMinWriteVersion = 1;  // written into new files (nobody modifies them)
 inline constexpr uint8_t kChecksumXxh3 = 1;
 inline constexpr uint32_t kKnownFlags = 0;
 inline constexpr size_t kHeaderSize = 32;
@@ -77,6 +77,12 @@ enum class Compression : uint8_t { kNone = 0, kLz4 = 1 };
 inline constexpr uint8_t kRecordTombstone = 0x01;
 // column_flags bits (as in the frame RELATION message).
 inline constexpr uint8_t kColumnKey = 0x01;
+// table_flags bits (version 2): the attribute list follows the column list.
+inline constexpr uint8_t kTableAttributes = 0x01;
+// attribute_flags bits (as in the frame ATTRIBUTES message).
+inline constexpr uint8_t kAttributeMissing = 0x01;
+// Highest attribute number (PostgreSQL's MaxHeapAttributeNumber).
+inline constexpr uint32_t kMaxAttnum = 1664;
 
 // --- Status --------------------------------------------------------------------------------------
 
@@ -180,7 +186,10 @@ class Writer {
   Status create(const std::string& path, const Options& options);
 
   // Declares a table; any time before finish(), before its first record. Refuses a duplicate
-  // table_no, a tenant column outside the columns, more than 65535 columns.
+  // table_no, a tenant column outside the columns, more than 65535 columns, and attributes the
+  // file cannot store as given (FORMAT.md, "Writing"): attnums known for some columns only, above
+  // 1664 or repeated, a missing value without an attnum, of a kind other than 'b'/'t' or over
+  // 1 GiB, a missing kind or value set without has_missing.
   Status add_table(const Table& table);
 
   // Appends a row: (table_no, key) must be strictly after the previous record's.

@@ -44,6 +44,7 @@ using frame::store_u32;
 using frame::store_u64;
 
 using edgeshard::testing_support::TempDir;
+using namespace std::string_literals;
 
 // One record to write (and expect back).
 struct Rec {
@@ -86,6 +87,27 @@ Table kv_table(uint32_t no, std::string name) {
   t.name = std::move(name);
   t.tenant_column = -1;
   t.columns = {{"id", 20, -1, true}, {"v", 25, -1, false}};
+  return t;
+}
+
+// A table with identities, as after ALTER TABLE: id int8 key (attnum 1), v text (attnum 2), and
+// n int4 (attnum 4, attnum 3 dropped) added with DEFAULT 7, whose binary missing value is 7.
+Table attr_table(uint32_t no, std::string name) {
+  Table t = kv_table(no, std::move(name));
+  t.columns[0].attnum = 1;
+  t.columns[1].attnum = 2;
+  t.columns.push_back({"n", 23, -1, false, 4, true, 'b', std::string("\0\0\0\x07", 4)});
+  return t;
+}
+
+// A row of attr_table: tuple(id, text) and n int4 (binary).
+std::string tuple3(int64_t id, std::optional<std::string_view> text, int32_t n) {
+  std::string t = tuple(id, text);
+  t[0] = 3;
+  t.push_back('b');
+  t.push_back(4);
+  for (int i = 0; i < 4; ++i)
+    t.push_back(static_cast<char>(static_cast<uint32_t>(n) >> (24 - 8 * i)));
   return t;
 }
 
@@ -477,6 +499,288 @@ TEST(ReplicaWriter, RefusesBadInputAndGoesOn) {
   EXPECT_EQ(f.tables().size(), 3u);
 }
 
+// --- Column identities and missing values (version 2) -----------------------------------------
+
+std::pair<std::vector<Rec>, std::string> small_file(bool compress);
+
+TEST(ReplicaAttributes, RoundTrip) {
+  // Holes in the numbers (dropped columns), the highest number, binary, text and empty missing
+  // values, a long one, and a key column with a missing value.
+  Table renamed;
+  renamed.table_no = 3;
+  renamed.schema = "shop";
+  renamed.name = "orders";
+  renamed.tenant_column = 0;
+  renamed.columns = {{"tenant_id", 20, -1, true, 1},
+                     {"order_id", 20, -1, true, 3, true, 'b', key8(0)},
+                     {"note", 25, -1, false, 7},
+                     {"status", 1043, 24, false, 9, true, 't', "new"},
+                     {"blank", 25, -1, false, 12, true, 'b', ""},
+                     {"empty_text", 25, -1, false, 13, true, 't', ""},
+                     {"last", 17, -1, false, kMaxAttnum, true, 'b', std::string(70000, 'x')}};
+  Table zero_columns;
+  zero_columns.table_no = 9;
+  zero_columns.schema = "public";
+  zero_columns.name = "nothing";
+  const std::vector<Table> tables = {kv_table(1, "v1_stream"), attr_table(2, "altered"), renamed,
+                                     zero_columns};
+  const std::vector<Rec> recs = {{1, key8(1), false, tuple(1, "a")},
+                                 {2, key8(1), false, tuple3(1, "b", 7)},
+                                 {3, key8(1), false, "x"}};
+  for (const bool compress : {false, true}) {
+    Writer::Options options;
+    options.compress = compress;
+    const std::string bytes = replica_bytes(options, tables, recs);
+    ReplicaFile f;
+    const Status st = open_bytes(f, bytes);
+    ASSERT_TRUE(st.ok()) << describe(st, "memory");
+    EXPECT_EQ(f.info().version, 2);
+    EXPECT_EQ(f.tables(), tables);
+    for (const Column& c : f.table(1)->columns) {
+      EXPECT_EQ(c.attnum, 0u);
+      EXPECT_FALSE(c.has_missing);
+    }
+    EXPECT_EQ(f.table(3)->columns[3].missing_kind, 't');
+    EXPECT_EQ(f.table(3)->columns[3].missing, "new");
+    EXPECT_TRUE(f.table(3)->columns[4].has_missing);
+    EXPECT_EQ(f.table(3)->columns[4].missing, "");
+    EXPECT_TRUE(f.verify().ok());
+    BlockCache cache;
+    expect_all_found(f, cache, recs);
+    // A file written from what was read is the same file (compaction relies on Table ==).
+    Writer::Options same = options;
+    std::vector<Table> again(f.tables().begin(), f.tables().end());
+    EXPECT_EQ(replica_bytes(same, again, recs), bytes);
+  }
+}
+
+TEST(ReplicaAttributes, WriterRefusesWhatItCannotStore) {
+  TempDir dir;
+  Writer w;
+  ASSERT_TRUE(w.create(dir.file("f.replica"), {}).ok());
+  auto refused = [&](auto edit) {
+    Table t = attr_table(1, "t");
+    edit(t);
+    const Status st = w.add_table(t);
+    EXPECT_EQ(st.code, Code::kInvalidArgument);
+    return std::string(st.what);
+  };
+  EXPECT_EQ(refused([](Table& t) { t.columns[1].attnum = 0; }),
+            "attribute numbers known for some columns only");
+  EXPECT_EQ(refused([](Table& t) { t.columns[0].attnum = 0; }),
+            "attribute numbers known for some columns only");
+  EXPECT_EQ(refused([](Table& t) { t.columns[2].attnum = kMaxAttnum + 1; }),
+            "attribute number above 1664");
+  EXPECT_EQ(refused([](Table& t) { t.columns[2].attnum = 1; }),
+            "attribute number repeated in a table");
+  EXPECT_EQ(refused([](Table& t) { t.columns[2].missing_kind = 'n'; }),
+            "missing value kind is not binary ('b') or text ('t')");
+  EXPECT_EQ(refused([](Table& t) { t.columns[2].missing_kind = 0; }),
+            "missing value kind is not binary ('b') or text ('t')");
+  EXPECT_EQ(refused([](Table& t) { t.columns[2].has_missing = false; }),
+            "missing value kind or data set without has_missing");
+  EXPECT_EQ(refused([](Table& t) {
+              t.columns[2].has_missing = false;
+              t.columns[2].missing.clear();
+            }),
+            "missing value kind or data set without has_missing");
+  EXPECT_EQ(refused([](Table& t) {
+              for (Column& c : t.columns) c.attnum = 0;
+            }),
+            "missing value on a column without its attribute number");
+  // The refusals left the writer usable; the table as given is accepted.
+  EXPECT_TRUE(w.add_table(attr_table(1, "t")).ok());
+  Table unknown = kv_table(2, "u");
+  EXPECT_TRUE(w.add_table(unknown).ok());
+  EXPECT_TRUE(w.finish().ok());
+}
+
+// Bytes of a hand-made schema block (written out again on purpose, as FORMAT.md says).
+struct SchemaBytes {
+  std::string s;
+
+  // Appends a minimal varint.
+  SchemaBytes& v(uint64_t x) {
+    uint8_t b[frame::kMaxVarintBytes];
+    s.append(reinterpret_cast<const char*>(b), frame::store_varint(b, x));
+    return *this;
+  }
+  // Appends a varint length and the bytes.
+  SchemaBytes& str(std::string_view x) {
+    v(x.size());
+    s += x;
+    return *this;
+  }
+  // Appends raw bytes.
+  SchemaBytes& raw(std::string_view x) {
+    s += x;
+    return *this;
+  }
+};
+
+// The schema block of a file with one table (1 public.t: id int8 key, v text) up to the end of
+// its column list.
+std::string two_columns() {
+  SchemaBytes b;
+  b.str("").v(1).v(1).str("public").str("t").v(0).v(2);
+  b.str("id").raw(std::string("\x14\0\0\0\xff\xff\xff\xff\x01", 9));
+  b.str("v").raw(std::string("\x19\0\0\0\xff\xff\xff\xff\x00", 9));
+  return b.s;
+}
+
+// An empty base file (one table in the footer) whose schema block's raw bytes are `schema`,
+// stored raw, with the given version and min_read_version in the header and footer.
+std::string file_with_schema(const std::string& schema, uint8_t version = kVersion,
+                             uint8_t min_read = kMinReadVersion) {
+  Writer::Options options;
+  options.compress = false;
+  const std::string model = replica_bytes(options, {kv_table(1, "t")}, {});
+  const auto* m = reinterpret_cast<const uint8_t*>(model.data());
+  const size_t model_footer = model.size() - kFooterSize;
+  const uint64_t schema_offset = load_u64(m + model_footer);
+  const uint64_t index_offset = load_u64(m + model_footer + 8);
+  const uint32_t index_stored = load_u32(m + model_footer + 20);
+  // Appends a raw block and its trailer at the end of out.
+  auto block = [](std::string& out, uint8_t type, std::string_view raw) {
+    const uint64_t offset = out.size();
+    uint8_t t[kTrailerSize] = {type, 0, 0, 0};
+    store_u32(t + 4, static_cast<uint32_t>(raw.size()));
+    uint8_t prefix[16];
+    store_u64(prefix, offset);
+    std::memcpy(prefix + 8, t, 8);
+    XXH3_state_t state;
+    XXH3_64bits_reset(&state);
+    XXH3_64bits_update(&state, prefix, sizeof prefix);
+    XXH3_64bits_update(&state, raw.data(), raw.size());
+    store_u64(t + 8, XXH3_64bits_digest(&state));
+    out += raw;
+    out.append(reinterpret_cast<const char*>(t), sizeof t);
+  };
+  std::string out = model.substr(0, schema_offset);
+  block(out, 2, schema);
+  const uint64_t new_index_offset = out.size();
+  block(out, 3, model.substr(index_offset, index_stored));
+  std::string footer = model.substr(model_footer);
+  auto* f = reinterpret_cast<uint8_t*>(footer.data());
+  store_u64(f + 8, new_index_offset);
+  store_u32(f + 16, static_cast<uint32_t>(schema.size()));
+  f[57] = version;
+  f[58] = min_read;
+  out += footer;
+  out[4] = static_cast<char>(version);
+  out[5] = static_cast<char>(min_read);
+  reseal(out);
+  return out;
+}
+
+TEST(ReplicaAttributes, SchemaBlockRules) {
+  const std::string cols = two_columns();
+  const uint64_t schema_offset = kHeaderSize;  // the files have no data block
+  // Opens a version 2 file whose schema's table goes on with `tail` after its column list.
+  auto open_tail = [&](const std::string& tail) {
+    ReplicaFile f;
+    const std::string bytes = file_with_schema(cols + tail);
+    Status st = open_bytes(f, bytes);
+    if (st.ok()) {
+      EXPECT_EQ(f.tables().size(), 1u);
+    }
+    return std::make_pair(st, f.is_open() ? f.tables() : std::vector<Table>{});
+  };
+  // Expects a refusal with this message at this offset of the schema block.
+  auto refused = [&](const std::string& tail, const char* what, size_t at) {
+    const Status st = open_tail(tail).first;
+    EXPECT_EQ(st.code, Code::kCorrupt) << what;
+    EXPECT_STREQ(st.what, what);
+    EXPECT_EQ(st.offset, schema_offset) << what;
+    EXPECT_EQ(st.raw_offset, static_cast<int64_t>(cols.size() + at)) << what;
+  };
+
+  // The hand-made blocks are what the writer writes.
+  {
+    auto [st, tables] = open_tail(std::string("\x00", 1));
+    ASSERT_TRUE(st.ok()) << describe(st, "memory");
+    EXPECT_EQ(tables[0], kv_table(1, "t"));
+    Table with = kv_table(1, "t");
+    with.columns[0].attnum = 1;
+    with.columns[1] = {"v", 25, -1, false, 1664, true, 'b', "\x07"};
+    const std::string attrs = "\x01\x01\x00\x80\x0d\x01"s + "b\x01\x07"s;
+    auto [st2, tables2] = open_tail(attrs);
+    ASSERT_TRUE(st2.ok()) << describe(st2, "memory");
+    EXPECT_EQ(tables2[0], with);
+    Writer::Options options;
+    options.compress = false;
+    EXPECT_EQ(replica_bytes(options, {with}, {}), file_with_schema(cols + attrs));
+    auto [st3, tables3] = open_tail("\x01\x02\x01t\x00\x01\x00"s);
+    ASSERT_TRUE(st3.ok()) << describe(st3, "memory");
+    EXPECT_EQ(tables3[0].columns[0].missing_kind, 't');
+    EXPECT_EQ(tables3[0].columns[0].missing, "");
+    EXPECT_TRUE(tables3[0].columns[0].has_missing);
+  }
+  // table_flags.
+  refused("", "field runs past the end", 0);  // a version 1 table in a version 2 file
+  refused("\x02", "unknown table flag bits", 0);
+  refused("\x80", "unknown table flag bits", 0);
+  refused("\x03\x01\x00\x02\x00"s, "unknown table flag bits", 0);
+  refused(std::string("\x00\x00", 2), "bytes after the last table", 1);
+  // attnum.
+  refused(std::string("\x01\x00\x00\x02\x00", 5), "attribute number out of range", 1);
+  refused(std::string("\x01\x01\x00\x81\x0d\x00", 6), "attribute number out of range", 3);
+  refused(std::string("\x01\x01\x00\x01\x00", 5), "attribute number repeated in a table", 3);
+  refused(std::string("\x01\x81\x00\x00\x02\x00", 6), "varint is not minimal", 1);
+  refused(std::string("\x01\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x00\x02\x00", 14),
+          "attribute number out of range", 1);
+  // attribute_flags and the missing value.
+  refused(std::string("\x01\x01\x02\x02\x00", 5), "unknown attribute flag bits", 2);
+  refused(std::string("\x01\x01\x80\x02\x00", 5), "unknown attribute flag bits", 2);
+  for (const char kind : {'n', 'u', 'B', '\0', '\x01'}) {
+    refused(std::string("\x01\x01\x01", 3) + kind + std::string("\x00\x02\x00", 3),
+            "missing value kind is not binary ('b') or text ('t')", 3);
+  }
+  refused("\x01\x01\x01\x62\x05\x61\x62\x02\x00"s, "string runs past the end", 4);
+  refused(std::string("\x01\x01\x00\x02\x00\x00", 6), "bytes after the last table", 5);
+  // Every truncation of a table with attributes is refused (the footer still counts one table).
+  const std::string full = "\x01\x01\x01\x62\x02\x78\x79\x02\x01\x74\x00"s;
+  ASSERT_TRUE(open_tail(full).first.ok());
+  for (size_t n = 0; n < full.size(); ++n) {
+    EXPECT_EQ(open_tail(full.substr(0, n)).first.code, Code::kCorrupt) << n;
+  }
+  for (size_t n = 0; n < cols.size(); ++n) {
+    ReplicaFile f;
+    EXPECT_EQ(open_bytes(f, file_with_schema(cols.substr(0, n))).code, Code::kCorrupt) << n;
+  }
+  // A table without columns has no attribute list.
+  {
+    SchemaBytes b;
+    b.str("").v(1).v(1).str("public").str("t").v(0).v(0);
+    ReplicaFile f;
+    EXPECT_TRUE(open_bytes(f, file_with_schema(b.s + std::string("\x00", 1))).ok());
+    const Status st = open_bytes(f, file_with_schema(b.s + "\x01"));
+    EXPECT_EQ(st.code, Code::kCorrupt);
+    EXPECT_STREQ(st.what, "attribute list on a table without columns");
+    EXPECT_EQ(st.raw_offset, static_cast<int64_t>(b.s.size()));
+  }
+  // Version 1 files: tables end after their column list; identities are unknown.
+  {
+    ReplicaFile f;
+    const Status st = open_bytes(f, file_with_schema(cols, 1, 1));
+    ASSERT_TRUE(st.ok()) << describe(st, "memory");
+    EXPECT_EQ(f.info().version, 1);
+    EXPECT_EQ(f.tables()[0], kv_table(1, "t"));
+    ReplicaFile g;
+    const Status st2 = open_bytes(g, file_with_schema(cols + std::string("\x00", 1), 1, 1));
+    EXPECT_EQ(st2.code, Code::kCorrupt);
+    EXPECT_STREQ(st2.what, "bytes after the last table");
+    // A version 2 file relabelled as version 1 is refused, not misread.
+    std::string bytes = small_file(false).second;
+    auto* p = reinterpret_cast<uint8_t*>(bytes.data());
+    const size_t fo = bytes.size() - kFooterSize;
+    p[4] = p[5] = p[fo + 57] = p[fo + 58] = 1;
+    reseal(bytes);
+    ReplicaFile h;
+    EXPECT_EQ(open_bytes(h, bytes).code, Code::kCorrupt);
+  }
+}
+
 TEST(ReplicaWriter, UnfinishedFileIsRemovedAndIoErrorsAreReported) {
   TempDir dir;
   const std::string path = dir.file("tmp.replica");
@@ -522,7 +826,7 @@ std::pair<std::vector<Rec>, std::string> small_file(bool compress) {
   options.sequence = 11;
   options.block_bytes = 120;
   options.compress = compress;
-  return {recs, replica_bytes(options, {kv_table(1, "a"), kv_table(4, "b")}, recs)};
+  return {recs, replica_bytes(options, {kv_table(1, "a"), attr_table(4, "b")}, recs)};
 }
 
 TEST(ReplicaDamage, EveryBitFlipIsDetected) {
@@ -660,21 +964,34 @@ TEST(ReplicaDamage, HeaderAndFooterRules) {
     EXPECT_EQ(open_bytes(g, bytes).code, Code::kBadMagic);
     EXPECT_EQ(open_bytes(g, "hello, world").code, Code::kBadMagic);
   }
-  // Versions: a reader of version 1 refuses min_read_version 2, reads version 2 files that allow
-  // it (ignoring their reserved bytes), and refuses impossible combinations.
+  // Versions: new files are version 2, readable from version 2 on, modifiable by anyone.
+  EXPECT_EQ(good[4], 2);
+  EXPECT_EQ(good[5], 2);
+  EXPECT_EQ(good[6], 1);
+  EXPECT_EQ(f.info().version, 2);
+  // A reader of version 2 refuses min_read_version 3, reads version 3 files that allow it
+  // (ignoring their reserved bytes), and refuses impossible combinations.
   EXPECT_EQ(open_edited([](uint8_t* p, size_t fo) {
-              p[4] = p[fo + 57] = 2;
-              p[5] = p[fo + 58] = 2;
+              p[4] = p[fo + 57] = 3;
+              p[5] = p[fo + 58] = 3;
             }).code,
             Code::kBadVersion);
   EXPECT_TRUE(open_edited([](uint8_t* p, size_t fo) {
-                p[4] = p[fo + 57] = 2;
-                p[13] = p[fo + 61] = p[fo + 84] = 0x5a;  // reserved in version 1
+                p[4] = p[fo + 57] = 3;
+                p[13] = p[fo + 61] = p[fo + 84] = 0x5a;  // reserved in version 2
               }).ok());
+  EXPECT_TRUE(open_edited([](uint8_t* p, size_t fo) { p[6] = p[fo + 59] = 2; }).ok());
   EXPECT_EQ(open_edited([](uint8_t* p, size_t fo) { p[5] = p[fo + 58] = 0; }).code,
             Code::kBadVersion);
-  EXPECT_EQ(open_edited([](uint8_t* p, size_t fo) { p[6] = p[fo + 59] = 2; }).code,
+  EXPECT_EQ(open_edited([](uint8_t* p, size_t fo) { p[6] = p[fo + 59] = 3; }).code,
             Code::kBadVersion);  // min_write_version above the version
+  {
+    // A version 2 file that says version 1 readers may read it: its writer broke the rules.
+    const Status st = open_edited([](uint8_t* p, size_t fo) { p[5] = p[fo + 58] = 1; });
+    EXPECT_EQ(st.code, Code::kCorrupt);
+    EXPECT_STREQ(st.what, "min_read_version 1 in a file of version 2 or later");
+    EXPECT_EQ(st.offset, footer + 58);
+  }
   EXPECT_EQ(open_edited([](uint8_t* p, size_t fo) { p[7] = p[fo + 60] = 2; }).code,
             Code::kBadVersion);  // checksum type
   // Flags: every unknown bit refused.
@@ -686,7 +1003,8 @@ TEST(ReplicaDamage, HeaderAndFooterRules) {
               Code::kBadVersion)
         << bit;
   }
-  // Reserved bytes of a version 1 file, the kind, a header that differs from the footer.
+  // Reserved bytes of a file of the reader's version, the kind, a header that differs from the
+  // footer.
   for (size_t r : {size_t{13}, size_t{14}, size_t{15}}) {
     EXPECT_EQ(open_edited([r](uint8_t* p, size_t) { p[r] = 1; }).code, Code::kCorrupt) << r;
   }
@@ -910,13 +1228,18 @@ TEST(BlockCache, LookupsStayWithinTheBound) {
 
 // --- Test vectors ----------------------------------------------------------------------------
 
-// One checked-in file: name, what it holds (for testdata/README.md), how to build it.
+// One checked-in file: name, what it holds (for testdata/README.md), how to build it. Files of an
+// older version were written by that version's writer and are kept as they are: they are pinned
+// by their size and XXH3 and read back, never regenerated.
 struct Vector {
   const char* name;
   const char* description;
   Writer::Options options;
   std::vector<Table> tables;
   std::vector<Rec> recs;
+  uint8_t version = kVersion;
+  uint64_t size = 0;  // older versions: the file's size
+  uint64_t xxh3 = 0;  // older versions: XXH3 of the file
 };
 
 // The test vectors.
@@ -929,12 +1252,31 @@ std::vector<Vector> vectors() {
     o.compress = false;
     v.push_back(
         {"tiny",
-         "base file of tenant \"42\", sequence 7: table 1 public.kv (id int8 key, "
-         "v text), rows id 1 (v 'one') and id 2 (v NULL), uncompressed; the example of "
-         "FORMAT.md",
+         "version 1: base file of tenant \"42\", sequence 7: table 1 public.kv (id int8 key, "
+         "v text), rows id 1 (v 'one') and id 2 (v NULL), uncompressed; the version 1 example "
+         "of FORMAT.md",
          o,
          {kv_table(1, "kv")},
-         {{1, key8(1), false, tuple(1, "one")}, {1, key8(2), false, tuple(2, std::nullopt)}}});
+         {{1, key8(1), false, tuple(1, "one")}, {1, key8(2), false, tuple(2, std::nullopt)}},
+         1,
+         326,
+         0x56e633b099ec1250});
+  }
+  {
+    Writer::Options o;
+    o.sequence = 8;
+    o.tenant_key = "42";
+    o.compress = false;
+    v.push_back(
+        {"attributes",
+         "version 2: base file of tenant \"42\", sequence 8: table 1 public.kv (id int8 key "
+         "attnum 1, v text attnum 2, n int4 attnum 4 with the binary missing value 7: attnum 3 "
+         "dropped, n added with DEFAULT 7) with row id 1 ('one', 7); table 2 public.legacy (id "
+         "int8 key, v text) of unknown identities (as from a version 1 stream) with row id 1 "
+         "(v NULL); uncompressed; the version 2 example of FORMAT.md",
+         o,
+         {attr_table(1, "kv"), kv_table(2, "legacy")},
+         {{1, key8(1), false, tuple3(1, "one", 7)}, {2, key8(1), false, tuple(1, std::nullopt)}}});
   }
   {
     Writer::Options o;
@@ -958,12 +1300,15 @@ std::vector<Vector> vectors() {
     items.tenant_column = 1;
     items.columns.push_back({"tenant_id", 20, -1, false});
     v.push_back({"base_two_tables",
-                 "base file of tenant \"acme\", sequence 100: tables 1 public.orders (40 rows) and "
-                 "3 shop.items (20 rows, tenant column 2), 256-byte blocks, LZ4-compressed and raw "
-                 "(rows 21 to 32 of orders have random text) blocks",
+                 "version 1: base file of tenant \"acme\", sequence 100: tables 1 public.orders "
+                 "(40 rows) and 3 shop.items (20 rows, tenant column 2), 256-byte blocks, "
+                 "LZ4-compressed and raw (rows 21 to 32 of orders have random text) blocks",
                  o,
                  {kv_table(1, "orders"), items},
-                 recs});
+                 recs,
+                 1,
+                 5155,
+                 0xe5df5a360fa76660});
   }
   {
     Writer::Options o;
@@ -972,25 +1317,32 @@ std::vector<Vector> vectors() {
     o.tenant_key = "acme";
     o.block_bytes = 64;
     v.push_back({"delta_tombstones",
-                 "delta file of tenant \"acme\", sequence 101: in table 1 a row with an empty key "
-                 "and an empty value, an update, a new row and a tombstone; a tombstone in table "
-                 "3; 64-byte blocks of one or two records, LZ4 where it gains",
+                 "version 1: delta file of tenant \"acme\", sequence 101: in table 1 a row with an "
+                 "empty key and an empty value, an update, a new row and a tombstone; a tombstone "
+                 "in table 3; 64-byte blocks of one or two records, LZ4 where it gains",
                  o,
                  {kv_table(1, "orders"), kv_table(3, "items")},
                  {{1, "", false, ""},
                   {1, key8(2), false, tuple(2, "two, updated")},
                   {1, key8(3), true, ""},
                   {1, key8(41), false, tuple(41, "new")},
-                  {3, key8(10), true, ""}}});
+                  {3, key8(10), true, ""}},
+                 1,
+                 467,
+                 0xd50e09a8d8c7af78});
   }
   {
     Writer::Options o;
     o.sequence = 1;
-    v.push_back({"empty",
-                 "base file with one table (2 public.empty) and no record, no tenant key",
-                 o,
-                 {kv_table(2, "empty")},
-                 {}});
+    v.push_back(
+        {"empty",
+         "version 1: base file with one table (2 public.empty) and no record, no tenant key",
+         o,
+         {kv_table(2, "empty")},
+         {},
+         1,
+         202,
+         0xc81a5db0404f3a88});
   }
   return v;
 }
@@ -1002,7 +1354,10 @@ std::string vectors_readme() {
       "Replica files in the format of `edge_apply/FORMAT.md`, generated and pinned byte for byte\n"
       "by the `ReplicaVectors` tests of `edge_apply/tests/replica_file_test.cpp` (do not edit by\n"
       "hand), which also read each one back. Keys are 8-byte big-endian integers, values row\n"
-      "tuples in the frame encoding (`common/FORMAT.md`, \"Tuples\").\n\n"
+      "tuples in the frame encoding (`common/FORMAT.md`, \"Tuples\"). Files of version 1 were\n"
+      "written by the version 1 writer and are kept as they are (pinned by size and XXH3, read\n"
+      "back as version 1 files); the others are regenerated with\n"
+      "`EDGESHARD_REGENERATE_TESTDATA=1`.\n\n"
       "| file | holds |\n|---|---|\n";
   for (const Vector& v : vectors()) {
     s += "| `";
@@ -1018,8 +1373,14 @@ TEST(ReplicaVectors, CheckedInFilesMatchTheWriter) {
   const std::string dir = EDGESHARD_TESTDATA_DIR;
   const bool regenerate = std::getenv("EDGESHARD_REGENERATE_TESTDATA") != nullptr;
   for (const Vector& v : vectors()) {
-    const std::string bytes = replica_bytes(v.options, v.tables, v.recs);
     const std::string path = dir + "/" + v.name + ".replica";
+    if (v.version != kVersion) {
+      const std::string pinned = read_bytes(path);
+      EXPECT_EQ(pinned.size(), v.size) << v.name;
+      EXPECT_EQ(XXH3_64bits(pinned.data(), pinned.size()), v.xxh3) << v.name << ": bytes differ";
+      continue;
+    }
+    const std::string bytes = replica_bytes(v.options, v.tables, v.recs);
     if (regenerate) {
       write_bytes(path, bytes);
       continue;
@@ -1043,6 +1404,7 @@ TEST(ReplicaVectors, CheckedInFilesReadBack) {
     const Status st = f.open(path);
     ASSERT_TRUE(st.ok()) << describe(st, path);
     EXPECT_TRUE(f.verify().ok()) << v.name;
+    EXPECT_EQ(f.info().version, v.version) << v.name;
     EXPECT_EQ(f.info().kind, v.options.kind);
     EXPECT_EQ(f.info().sequence, v.options.sequence);
     EXPECT_EQ(f.info().tenant_key, v.options.tenant_key);
@@ -1064,6 +1426,32 @@ TEST(ReplicaVectors, CheckedInFilesReadBack) {
       EXPECT_GT(f.info().data_block_count, 2u);
     }
   }
+}
+
+TEST(ReplicaVectors, OlderVersionFilesRewriteAsTheCurrentVersion) {
+  // What compaction does with a version 1 file: its tables (identities unknown) and records,
+  // written again, read back equal in a file of the current version.
+  const std::string dir = EDGESHARD_TESTDATA_DIR;
+  TempDir tmp;
+  size_t older = 0;
+  for (const Vector& v : vectors()) {
+    if (v.version == kVersion) continue;
+    ++older;
+    ReplicaFile f;
+    ASSERT_TRUE(f.open(dir + "/" + v.name + ".replica").ok()) << v.name;
+    BlockCache cache;
+    auto [recs, end] = collect(f.scan_all(cache));
+    ASSERT_EQ(end.code, Code::kEnd);
+    const std::string path = tmp.file(std::string(v.name) + ".replica");
+    write_replica(path, v.options, f.tables(), recs);
+    ReplicaFile g;
+    ASSERT_TRUE(g.open(path).ok()) << v.name;
+    EXPECT_EQ(g.info().version, kVersion);
+    EXPECT_EQ(g.tables(), f.tables());
+    EXPECT_EQ(g.info().tenant_key, f.info().tenant_key);
+    expect_same(collect(g.scan_all(cache)).first, recs);
+  }
+  EXPECT_EQ(older, 4u);
 }
 
 }  // namespace
