@@ -10,7 +10,11 @@
 // tombstone counts in strictly increasing order, every record is found by get() with the same
 // value, and each table's scan (whole and from its middle key) is the matching slice; whether or
 // not it passes, records a scan returns before a failure are in order and lookups never return
-// something else than those records. Build and run: see fuzz/README.md.
+// something else than those records. The schema of an opened file keeps the format's promises
+// (column identities all known or all unknown, distinct and in 1..1664; a missing value only on a
+// known column, of kind 'b' or 't'; nothing set without has_missing), and its tables, written
+// again by the writer (version 2, as compaction does with files of any version), read back equal.
+// Build and run: see fuzz/README.md.
 #include "edge_apply/replica_file.hpp"
 
 #include "common/frame_codec.hpp"
@@ -20,9 +24,13 @@
 
 #include <lz4.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <bitset>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -134,6 +142,62 @@ void require_ordered(const std::vector<Rec>& recs) {
   }
 }
 
+// Checks what the reader promises about an opened file's tables (FORMAT.md, "Schema block").
+void require_schema(const replica::ReplicaFile& f) {
+  for (const replica::Table& t : f.tables()) {
+    require(t.tenant_column >= -1 && t.tenant_column < static_cast<int64_t>(t.columns.size()));
+    const bool known = !t.columns.empty() && t.columns.front().attnum != 0;
+    require(!known || f.info().version >= 2);
+    std::bitset<replica::kMaxAttnum + 1> seen;
+    for (const replica::Column& c : t.columns) {
+      require((c.attnum != 0) == known && c.attnum <= replica::kMaxAttnum);
+      require(!known || !seen.test(c.attnum));
+      seen.set(c.attnum);
+      if (c.has_missing) {
+        require(known && (c.missing_kind == 'b' || c.missing_kind == 't'));
+      } else {
+        require(c.missing_kind == 0 && c.missing.empty());
+      }
+    }
+  }
+}
+
+// Writes the file's tables (no records) with the writer into an anonymous file and checks that
+// they read back equal: whatever the reader accepts, the writer stores as it is.
+void require_tables_rewrite(const replica::ReplicaFile& f, bool compress) {
+  if (f.info().tenant_key.size() > replica::kMaxKeyBytes) return;  // the writer's limit
+  const int fd = ::memfd_create("replica_file_fuzz", MFD_CLOEXEC);
+  require(fd >= 0);
+  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+  std::vector<uint8_t> bytes;
+  {
+    replica::Writer w;
+    replica::Writer::Options options;
+    options.kind = f.info().kind;
+    options.sequence = f.info().sequence;
+    options.tenant_key = f.info().tenant_key;
+    options.compress = compress;
+    options.sync = false;
+    require(w.create(path, options).ok());
+    for (const replica::Table& t : f.tables()) {
+      const replica::Status st = w.add_table(t);
+      require(st.ok() || t.columns.size() > 65535);
+      if (!st.ok()) {
+        ::close(fd);
+        return;
+      }
+    }
+    require(w.finish().ok());
+    bytes.resize(w.bytes_written());
+  }
+  require(::pread(fd, bytes.data(), bytes.size(), 0) == static_cast<ssize_t>(bytes.size()));
+  ::close(fd);
+  replica::ReplicaFile g;
+  require(g.open_memory(bytes, "rewritten").ok());
+  require(g.info().version == replica::kVersion && g.verify().ok());
+  require(g.tables() == f.tables() && g.info().tenant_key == f.info().tenant_key);
+}
+
 // Opens the bytes and checks the invariants above.
 void exercise(std::span<const uint8_t> bytes) {
   replica::ReplicaFile f;
@@ -145,6 +209,8 @@ void exercise(std::span<const uint8_t> bytes) {
     return;
   }
   require(f.info().file_size == bytes.size());
+  require_schema(f);
+  require_tables_rewrite(f, bytes.size() % 2 == 0);
   const replica::Status verified = f.verify();
   require(verified.ok() || verified.code == replica::Code::kCorrupt);
 
