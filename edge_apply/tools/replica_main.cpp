@@ -30,9 +30,11 @@ constexpr char kUsage[] =
     "Reads the replica files the apply daemon keeps under DATA_DIR/tenants/. Rows print as JSON\n"
     "objects; KEY_VALUEs are the primary key's values in key order, as PostgreSQL text (\"42\",\n"
     "\"acme\", a uuid). scan --from/--to take key prefixes (values of the first key columns), to\n"
-    "exclusive. verify checks every block and whole-file checksum of every live file. wait\n"
-    "returns once the write behind BOOKMARK (edgeshard.bookmark() on the primary) is readable\n"
-    "here (read your writes), or fails after TIMEOUT_MS (default 5000).\n"
+    "exclusive. verify checks every block and whole-file checksum of every live file. stats\n"
+    "prints the live files, each table's columns (type, attribute number, missing value) and the\n"
+    "shards' positions and lag. wait returns once the write behind BOOKMARK (edgeshard.bookmark()\n"
+    "on the primary) is readable here (read your writes), or fails after TIMEOUT_MS (default\n"
+    "5000).\n"
     "\n"
     "Exit status: 0 ok; 1 not found (get) or corruption (verify, or any read); 2 usage; 3 the\n"
     "replica cannot be opened (absent, not published yet, unreadable).\n";
@@ -137,6 +139,38 @@ int cmd_ls(const char* data_dir) {
   return status;
 }
 
+// A missing value for people: binary as hex, text quoted with other bytes as \xNN, both cut after
+// 64 bytes.
+std::string show_missing(const edgeshard::replica::Column& c) {
+  constexpr size_t kShown = 64;
+  const bool binary = c.missing_kind == 'b';
+  std::string s = binary ? "binary " : "text \"";
+  char b[8];
+  for (size_t i = 0; i < c.missing.size() && i < kShown; ++i) {
+    const auto ch = static_cast<unsigned char>(c.missing[i]);
+    if (binary) {
+      std::snprintf(b, sizeof b, "%02x", ch);
+      s += b;
+    } else if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+      s += static_cast<char>(ch);
+    } else {
+      std::snprintf(b, sizeof b, "\\x%02x", ch);
+      s += b;
+    }
+  }
+  if (!binary) s += '"';
+  if (c.missing.size() > kShown) s += "... (" + std::to_string(c.missing.size()) + " bytes)";
+  return s;
+}
+
+// One column of a table, with its identity and missing value (edge_apply/FORMAT.md, version 2).
+void print_column(const edgeshard::replica::Column& c) {
+  std::string attnum = c.attnum == 0 ? "unknown" : std::to_string(c.attnum);
+  std::printf("    column %s: type %u typmod %d%s, attnum %s%s%s\n", c.name.c_str(), c.type_oid, c.typmod,
+              c.key ? ", key" : "", attnum.c_str(), c.has_missing ? ", missing " : "",
+              c.has_missing ? show_missing(c).c_str() : "");
+}
+
 // stats: files, sizes, positions and lag of one tenant.
 int cmd_stats(const char* data_dir, const char* tenant) {
   TenantReplica r;
@@ -148,7 +182,10 @@ int cmd_stats(const char* data_dir, const char* tenant) {
     std::printf("  %-5s %s  records=%llu bytes=%llu\n", f.kind == FileKind::kBase ? "base" : "delta", f.name.c_str(),
                 static_cast<unsigned long long>(f.records), static_cast<unsigned long long>(f.bytes));
   }
-  for (const auto& t : r.tables()) std::printf("  table %s.%s (%zu columns)\n", t.schema.c_str(), t.name.c_str(), t.columns.size());
+  for (const auto& t : r.tables()) {
+    std::printf("  table %s.%s (%zu columns)\n", t.schema.c_str(), t.name.c_str(), t.columns.size());
+    for (const auto& c : t.columns) print_column(c);
+  }
   const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
                              std::chrono::system_clock::now().time_since_epoch()).count();
   std::vector<ShardPosition> fresh;
