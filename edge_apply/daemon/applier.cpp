@@ -52,6 +52,7 @@ struct Tenant : boost::intrusive::list_base_hook<> {
   bool open = false;
   bool broken = false;  // stopped applying: its replica needs a resync (initial copy)
   uint64_t copying = 0;  // bit i: waits for shard i's initial copy before it is published
+  bool recopy = false;   // queued for the copy after the running one (ShardCopy::next)
   uint64_t rows_from = 0;  // while closed: bit i, it has rows from shard i (TRUNCATE reopens it)
   Clock::time_point last_position_flush{};
 
@@ -286,20 +287,26 @@ struct Applier::Impl {
   // it are no longer the primary's. Every tenant holding rows of the table from shard i is
   // resynchronised (begin_resync); without a primary to copy from, it stops applying (broken).
   // False on a fatal error.
-  bool resync_table(size_t i, uint32_t relid, uint64_t commit_lsn) {
+  bool resync_table(size_t i, uint32_t relid, uint64_t commit_lsn, uint32_t xid) {
     const auto rel = relations[i].find(relid);
     const std::string table = rel != nullptr ? rel->qualified() : "relid " + std::to_string(relid);
     const std::string why = table + " was rewritten on shard " + shards[i].shard + " at " +
                             format_lsn(commit_lsn) + " (an ALTER TABLE that rewrites its rows)";
     size_t affected = 0;
     for (auto& [key, t] : tenants) {
+      // A copy that has the rewrite (or whose snapshot comes later) needs nothing more.
+      if (in_copy(*t, i, commit_lsn, xid)) continue;
       Tenant* tt = shard_tenant(*t, i);
       if (tt == nullptr) {
         if (fatal) return false;
         continue;
       }
       TenantWriter& w = tt->active();
-      if (w.pending_position(shards[i].shard) > commit_lsn || !w.has_table(table)) continue;
+      if ((tt->copying & shard_bit(i)) == 0) {
+        if (w.pending_position(shards[i].shard) > commit_lsn || !w.has_table(table)) continue;
+      }
+      // Else a copy whose snapshot missed the rewrite: copied again whatever it gave (a table
+      // rewritten after a snapshot reads as empty to it: rewrites are not MVCC-safe).
       ++affected;
       if (!begin_resync(*tt, i, why)) return false;
     }
@@ -331,18 +338,7 @@ struct Applier::Impl {
       return false;
     }
     if (!t.staging) {
-      TenantWriter::Options o = writer_options;
-      o.start_published = false;
-      o.subdir = "resync";
-      o.first_sequence = t.writer.next_sequence() + 1000;  // above anything the live one writes meanwhile
-      std::error_code ec;
-      fs::remove_all(t.writer.dir() / o.subdir, ec);  // a resync cut short: started over
-      auto staging = std::make_unique<TenantWriter>();
-      if (WriterStatus st = staging->open(config.data_dir, t.key, o); !st.ok()) {
-        failed(t, st, "resync");
-        return !fatal;
-      }
-      t.staging = std::move(staging);
+      if (!fresh_staging(t)) return !fatal;
       t.writer.drop_pending();  // the copy has those changes; readers keep what is published
       stats.resyncs.fetch_add(1);
     }
@@ -354,13 +350,33 @@ struct Applier::Impl {
       c.state = ShardCopy::kPlanned;
       c.tenants = {t.key};
     } else if (c.state == ShardCopy::kPlanned) {
-      c.tenants.push_back(t.key);
-    } else {
+      if (!c.all && std::find(c.tenants.begin(), c.tenants.end(), t.key) == c.tenants.end()) c.tenants.push_back(t.key);
+    } else if (!t.recopy) {
       c.next.push_back(t.key);  // a copy is under way: the next one takes it
+      t.recopy = true;          // and nothing is applied to it until then
     }
     log(Level::kWarning, "tenant_resync",
         {{"tenant", t.key}, {"shard", shards[i].shard}, {"reason", reason},
          {"action", "copying it again; readers keep its previous state until the copy is published"}});
+    return true;
+  }
+
+  // Gives tenant t a new, empty staging replica (removing one left by an earlier copy); false
+  // when that failed (the tenant is then broken).
+  bool fresh_staging(Tenant& t) {
+    TenantWriter::Options o = writer_options;
+    o.start_published = false;
+    o.subdir = "staging";
+    o.first_sequence = t.writer.next_sequence() + 1000;  // above anything the live one writes meanwhile
+    t.staging.reset();
+    std::error_code ec;
+    fs::remove_all(t.writer.dir() / o.subdir, ec);
+    auto staging = std::make_unique<TenantWriter>();
+    if (WriterStatus st = staging->open(config.data_dir, t.key, o); !st.ok()) {
+      failed(t, st, "resync");
+      return false;
+    }
+    t.staging = std::move(staging);
     return true;
   }
 
@@ -429,11 +445,12 @@ struct Applier::Impl {
       }
     }
     for (uint32_t relid : rewritten) {
-      if (!resync_table(ev.shard, relid, commit_lsn)) return;
+      if (!resync_table(ev.shard, relid, commit_lsn, xid)) return;
     }
     for (const auto& rel : reshaped) {
       size_t changed_tenants = 0;
       for (auto& [key, t] : tenants) {
+        if (in_copy(*t, ev.shard, commit_lsn, xid)) continue;  // its copy has the new columns
         Tenant* tt = shard_tenant(*t, ev.shard);
         if (tt == nullptr) {
           if (fatal) return;
@@ -508,11 +525,14 @@ struct Applier::Impl {
   }
 
   // Whether the transaction (commit LSN key, id xid) of shard i is already in tenant t's copy:
-  // t waits for shard i's copy and the copy's snapshot shows the transaction committed.
+  // t waits for shard i's copy, and either the copy's snapshot shows the transaction committed,
+  // or the copy has not taken its snapshot yet (planned, or the next one: everything received
+  // so far committed before it).
   bool in_copy(const Tenant& t, size_t i, uint64_t key, uint32_t xid) const {
     const ShardCopy& c = copies[i];
-    return (t.copying & shard_bit(i)) != 0 && c.state == ShardCopy::kActive && key < c.end_lsn &&
-           c.snapshot.visible(xid);
+    if ((t.copying & shard_bit(i)) == 0) return false;
+    if (t.recopy || c.state == ShardCopy::kPlanned) return true;
+    return c.state == ShardCopy::kActive && key < c.end_lsn && c.snapshot.visible(xid);
   }
 
   // Records every shard's stream position in w (flushed with its next manifest).
@@ -533,6 +553,9 @@ struct Applier::Impl {
     size_t published = 0;
     for (auto& [key, t] : tenants) {
       if (t->broken || !t->open || (t->copying & shard_bit(i)) == 0) continue;
+      // Asked to resync while this copy ran (a table rewritten after its snapshot): it waits for
+      // the next copy.
+      if (t->recopy) continue;
       t->copying &= ~shard_bit(i);
       if (t->copying != 0) continue;
       stats.tenants_copying.fetch_sub(1);
@@ -606,6 +629,16 @@ struct Applier::Impl {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     c.state = ShardCopy::kRunning;
+    // A tenant copied again (resync) starts from an empty staging replica: what an earlier copy
+    // gave it may be incomplete.
+    for (const std::string& key : c.tenants) {
+      auto it = tenants.find(key);
+      if (it == tenants.end()) continue;
+      it->second->recopy = false;
+      if (it->second->staging && !it->second->broken && !fresh_staging(*it->second)) {
+        if (fatal) return false;
+      }
+    }
     log(Level::kInfo, "copy_started",
         {{"shard", shard}, {"tenants", c.all ? std::string("all") : std::to_string(c.tenants.size())}});
     const auto began = Clock::now();

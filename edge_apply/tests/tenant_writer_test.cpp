@@ -693,7 +693,7 @@ TEST_F(TenantWriterTest, AdoptSwitchesReadersToAStagingReplicaInOneStep) {
   TenantWriter staging;
   TenantWriter::Options o;
   o.start_published = false;
-  o.subdir = "resync";
+  o.subdir = "staging";
   o.first_sequence = w_->next_sequence() + 1000;
   ASSERT_TRUE(staging.open(data_.path, kTenant, o).ok());
   auto copy = make_group(0, {{'I', kOrders, 1, {T("uno")}}, {'I', kOrders, 4, {T("cuatro")}}});
@@ -711,7 +711,7 @@ TEST_F(TenantWriterTest, AdoptSwitchesReadersToAStagingReplicaInOneStep) {
   EXPECT_TRUE(w_->manifest().published);
   EXPECT_GE(w_->applied("s1"), 301u);
   EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {5, {"cinco"}}}));
-  EXPECT_FALSE(fs::exists(w_->dir() / "resync"));
+  EXPECT_FALSE(fs::exists(w_->dir() / "staging"));
   size_t replica_files = 0;
   for (const auto& e : fs::directory_iterator(w_->dir())) replica_files += e.path().extension() == ".esr" ? 1 : 0;
   EXPECT_EQ(replica_files, w_->manifest().files.size());  // the old files are gone
