@@ -3,6 +3,7 @@
 
 #include "common/frame_format.hpp"
 #include "common/lsn.hpp"
+#include "edge_apply/tenant_text.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -24,7 +25,11 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "the head file's generation is stored little-endian with native atomic stores");
 
-constexpr char kManifestHeader[] = "edgeshard-manifest 1";
+// Version 1: names are written as they are (no blank or control byte). Version 2: the tenant key
+// and shard names percent-escaped (edge_apply/tenant_text.hpp). Writers use 1 whenever it can
+// hold the manifest, so readers older than version 2 keep reading every tenant they could.
+constexpr char kManifestHeaderV1[] = "edgeshard-manifest 1";
+constexpr char kManifestHeaderV2[] = "edgeshard-manifest 2";
 constexpr char kHeadMagic[4] = {'E', 'S', 'H', 'D'};
 constexpr size_t kGenerationOffset = 8;
 
@@ -49,13 +54,27 @@ bool write_all(int fd, std::string_view data) {
   return true;
 }
 
-// A tenant key or shard name must be one token of the text format.
+// Whether s is one token of the version 1 text (no blank or control byte).
 bool is_token(std::string_view s) {
   if (s.empty()) return false;
   for (char c : s) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7F) return false;
   }
   return true;
+}
+
+// A tenant key or shard name as a field of the given manifest version.
+std::string name_field(std::string_view name, int version) {
+  return version == 1 ? std::string(name) : escape_tenant_text(name);
+}
+
+// Reads a tenant key or shard name field of the given manifest version; false when malformed.
+bool parse_name_field(std::string_view field, int version, std::string& out) {
+  if (version == 1) {
+    out.assign(field);
+    return is_token(out);
+  }
+  return unescape_tenant_text(field, out) && !out.empty();
 }
 
 }  // namespace
@@ -73,12 +92,15 @@ bool fsync_directory(const std::filesystem::path& dir, std::string& why) {
 }
 
 std::string encode_manifest(const Manifest& m) {
-  std::string out = kManifestHeader;
+  bool plain = is_token(m.tenant);
+  for (const ShardPosition& s : m.shards) plain = plain && is_token(s.shard);
+  const int version = plain ? 1 : 2;
+  std::string out = version == 1 ? kManifestHeaderV1 : kManifestHeaderV2;
   out += "\ngeneration " + std::to_string(m.generation) + "\n";
-  out += "tenant " + m.tenant + "\n";
+  out += "tenant " + name_field(m.tenant, version) + "\n";
   out += std::string("published ") + (m.published ? "yes" : "no") + "\n";
   for (const ShardPosition& s : m.shards) {
-    out += "shard " + s.shard + " " + format_lsn(s.applied) + " " + std::to_string(s.commit_time_us) +
+    out += "shard " + name_field(s.shard, version) + " " + format_lsn(s.applied) + " " + std::to_string(s.commit_time_us) +
            " " + format_lsn(s.upstream) + " " + std::to_string(s.upstream_time_us) + "\n";
   }
   for (const FileEntry& f : m.files) {
@@ -102,8 +124,11 @@ bool decode_manifest(std::string_view text, Manifest& out, std::string& why) {
   out = Manifest{};
   std::istringstream in{std::string(body)};
   std::string line;
-  if (!std::getline(in, line) || line != kManifestHeader) {
-    why = "manifest: unknown header (expected \"" + std::string(kManifestHeader) + "\")";
+  int version = 0;
+  if (std::getline(in, line)) version = line == kManifestHeaderV1 ? 1 : line == kManifestHeaderV2 ? 2 : 0;
+  if (version == 0) {
+    why = "manifest: unknown header (expected \"" + std::string(kManifestHeaderV1) + "\" or \"" +
+          kManifestHeaderV2 + "\")";
     return false;
   }
   for (int lineno = 2; std::getline(in, line); ++lineno) {
@@ -114,16 +139,18 @@ bool decode_manifest(std::string_view text, Manifest& out, std::string& why) {
     if (kind == "generation") {
       ok = static_cast<bool>(f >> out.generation);
     } else if (kind == "tenant") {
-      ok = static_cast<bool>(f >> out.tenant) && is_token(out.tenant);
+      std::string field;
+      ok = static_cast<bool>(f >> field) && parse_name_field(field, version, out.tenant);
     } else if (kind == "published") {
       std::string v;
       ok = static_cast<bool>(f >> v) && (v == "yes" || v == "no");
       out.published = v == "yes";
     } else if (kind == "shard") {
       ShardPosition s;
-      std::string applied, upstream;
-      ok = static_cast<bool>(f >> s.shard >> applied >> s.commit_time_us >> upstream >> s.upstream_time_us) &&
-           parse_lsn(applied, s.applied) && parse_lsn(upstream, s.upstream);
+      std::string name, applied, upstream;
+      ok = static_cast<bool>(f >> name >> applied >> s.commit_time_us >> upstream >> s.upstream_time_us) &&
+           parse_name_field(name, version, s.shard) && parse_lsn(applied, s.applied) &&
+           parse_lsn(upstream, s.upstream);
       if (ok) out.shards.push_back(std::move(s));
     } else if (kind == "file") {
       FileEntry e;

@@ -1,8 +1,8 @@
 // Shard position files: a seqlock over three fields in a mapped 64-byte file.
 #include "edge_apply/shard_position.hpp"
 
+#include "edge_apply/dir_name.hpp"
 #include "edge_apply/manifest.hpp"
-#include "edge_apply/tenant_replica.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -66,7 +66,7 @@ void* map_checked(int fd, const std::filesystem::path& path, bool writable, std:
 }  // namespace
 
 std::filesystem::path shard_position_path(const std::filesystem::path& data_dir, std::string_view shard) {
-  return data_dir / "shards" / (escape_tenant(shard) + ".position");
+  return shard_file_path(data_dir, shard, ".position");
 }
 
 ShardPositionWriter::~ShardPositionWriter() {

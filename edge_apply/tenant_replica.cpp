@@ -4,7 +4,6 @@
 #include "common/lsn.hpp"
 
 #include <algorithm>
-#include <cstdio>
 #include <thread>
 #include <unordered_map>
 
@@ -53,25 +52,6 @@ std::vector<frame::Column> frame_columns(const std::vector<replica::Column>& col
                    static_cast<frame::ValueKind>(c.missing_kind), c.missing});
   }
   return out;
-}
-
-std::string escape_tenant(std::string_view tenant) {
-  std::string out;
-  for (unsigned char c : tenant) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-        c == '-' || (c == '.' && !out.empty())) {
-      out += static_cast<char>(c);
-    } else {
-      char hex[4];
-      std::snprintf(hex, sizeof hex, "%%%02X", c);
-      out += hex;
-    }
-  }
-  return out;
-}
-
-std::filesystem::path tenant_dir(const std::filesystem::path& data_dir, std::string_view tenant) {
-  return data_dir / "tenants" / escape_tenant(tenant);
 }
 
 TenantReplica::TenantReplica() = default;

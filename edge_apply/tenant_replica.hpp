@@ -9,6 +9,7 @@
 
 #include "common/no_postgres.hpp"
 
+#include "edge_apply/dir_name.hpp"
 #include "edge_apply/manifest.hpp"
 #include "edge_apply/replica_file.hpp"
 #include "edge_apply/row_projection.hpp"
@@ -25,13 +26,6 @@
 #include <vector>
 
 namespace edgeshard::apply {
-
-// The directory of a tenant under a data directory: <data_dir>/tenants/<escaped key>, where
-// bytes outside A-Z a-z 0-9 _ . - are written %XX (so any canonical key is one safe file name).
-std::filesystem::path tenant_dir(const std::filesystem::path& data_dir, std::string_view tenant);
-
-// Escapes a tenant key as tenant_dir() does.
-std::string escape_tenant(std::string_view tenant);
 
 // Outcome of a TenantReplica call.
 struct ReplicaStatus {

@@ -17,8 +17,10 @@
 #include <algorithm>
 #include <cinttypes>
 #include <functional>
+#include <new>
 #include <set>
 #include <optional>
+#include <system_error>
 #include <unordered_set>
 
 namespace edgeshard::apply {
@@ -61,6 +63,37 @@ bool readable_as(const replica::Table& older, const replica::Table& newer) {
 // A status of the given kind.
 WriterStatus fail(WriterStatus::Kind kind, std::string message) {
   return {kind, std::move(message)};
+}
+
+// Whether a system error is the machine's (disk full, I/O, read-only, out of memory or
+// descriptors) rather than one tenant's.
+bool machine_error(const std::error_code& ec) {
+  if (ec.category() != std::generic_category() && ec.category() != std::system_category()) return false;
+  switch (ec.value()) {
+    case ENOSPC: case EDQUOT: case EIO: case EROFS: case ENOMEM: case EMFILE: case ENFILE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Runs fn (the body of a TenantWriter call) with the writer's promise that no call throws: out
+// of memory and the machine's system errors become kIo (the daemon's I/O path), anything else
+// kException, which stays this tenant's.
+template <typename Fn>
+WriterStatus guarded(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return fail(WriterStatus::kIo, "out of memory");
+  } catch (const std::system_error& e) {
+    return fail(machine_error(e.code()) ? WriterStatus::kIo : WriterStatus::kException,
+                std::string("unexpected error: ") + e.what());
+  } catch (const std::exception& e) {
+    return fail(WriterStatus::kException, std::string("unexpected exception: ") + e.what());
+  } catch (...) {
+    return fail(WriterStatus::kException, "unexpected exception");
+  }
 }
 
 // A replica::Status turned into a WriterStatus.
@@ -201,8 +234,8 @@ struct TenantWriter::Impl {
 TenantWriter::TenantWriter() : impl_(std::make_unique<Impl>()) {}
 TenantWriter::~TenantWriter() = default;
 
-WriterStatus TenantWriter::open(const fs::path& data_dir, std::string_view tenant,
-                                const Options& options) {
+WriterStatus TenantWriter::open_unguarded(const fs::path& data_dir, std::string_view tenant,
+                                          const Options& options) {
   impl_ = std::make_unique<Impl>();
   Impl& s = *impl_;
   s.data_dir = data_dir;
@@ -263,7 +296,9 @@ void TenantWriter::Impl::remove_orphans() {
   for (const FileEntry& e : manifest.files) live.insert(e.name);
   std::error_code ec;
   bool removed = false;
-  for (const fs::directory_entry& de : fs::directory_iterator(dir, ec)) {
+  // increment(ec), not ++: a directory that cannot be read leaves its leftovers for next time.
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::directory_entry& de = *it;
     const std::string name = de.path().filename().string();
     if (name == "manifest" || name == "head" || live.count(name) != 0) continue;
     const bool ours =
@@ -784,9 +819,9 @@ WriterStatus TenantWriter::Impl::check_group(std::span<const std::span<const uin
   return {};
 }
 
-WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap& relations,
-                                       std::span<const std::span<const uint8_t>> frames,
-                                       bool* skipped) {
+WriterStatus TenantWriter::apply_group_unguarded(std::string_view shard, const RelationMap& relations,
+                                                 std::span<const std::span<const uint8_t>> frames,
+                                                 bool* skipped) {
   Impl& s = *impl_;
   if (skipped != nullptr) *skipped = false;
   uint64_t commit_lsn = 0;
@@ -807,8 +842,8 @@ WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap
   return s.commit_ops(shard, ops, position, commit_time);
 }
 
-WriterStatus TenantWriter::apply_copy(const RelationMap& relations,
-                                      std::span<const std::span<const uint8_t>> frames) {
+WriterStatus TenantWriter::apply_copy_unguarded(const RelationMap& relations,
+                                                std::span<const std::span<const uint8_t>> frames) {
   Impl& s = *impl_;
   uint64_t commit_lsn = 0;
   int64_t commit_time = 0;
@@ -821,9 +856,9 @@ WriterStatus TenantWriter::apply_copy(const RelationMap& relations,
   return s.commit_ops({}, ops, 0, std::nullopt);
 }
 
-WriterStatus TenantWriter::apply_truncate(std::string_view shard, const RelationMap& relations,
-                                          std::span<const uint32_t> relids, uint64_t commit_lsn,
-                                          bool* skipped) {
+WriterStatus TenantWriter::apply_truncate_unguarded(std::string_view shard, const RelationMap& relations,
+                                                    std::span<const uint32_t> relids, uint64_t commit_lsn,
+                                                    bool* skipped) {
   Impl& s = *impl_;
   if (skipped != nullptr) *skipped = false;
   if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
@@ -1007,11 +1042,17 @@ WriterStatus TenantWriter::Impl::flush_impl() {
   return publish_staged(true);
 }
 
-WriterStatus TenantWriter::flush() { return impl_->flush_impl(); }
+WriterStatus TenantWriter::flush() {
+  return guarded([&] { return impl_->flush_impl(); });
+}
 
-WriterStatus TenantWriter::stage_flush(bool* wrote_file) { return impl_->stage_files(false, wrote_file); }
+WriterStatus TenantWriter::stage_flush(bool* wrote_file) {
+  return guarded([&] { return impl_->stage_files(false, wrote_file); });
+}
 
-WriterStatus TenantWriter::publish_flush() { return impl_->publish_staged(false); }
+WriterStatus TenantWriter::publish_flush() {
+  return guarded([&] { return impl_->publish_staged(false); });
+}
 
 // A compaction's inputs (mapped again, for its own thread) and its result.
 struct Compaction::Impl {
@@ -1047,7 +1088,7 @@ Compaction::~Compaction() {
   }
 }
 
-WriterStatus Compaction::run() {
+WriterStatus Compaction::run_unguarded() {
   Impl& c = *impl_;
   c.ran = true;
   // A failure reading one of the merged files: that file is named (not the new base), and a
@@ -1137,7 +1178,7 @@ WriterStatus Compaction::run() {
   return c.status;
 }
 
-WriterStatus TenantWriter::start_compaction(bool force, std::unique_ptr<Compaction>& out) {
+WriterStatus TenantWriter::start_compaction_unguarded(bool force, std::unique_ptr<Compaction>& out) {
   Impl& s = *impl_;
   out.reset();
   if (s.failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
@@ -1203,7 +1244,7 @@ WriterStatus TenantWriter::start_compaction(bool force, std::unique_ptr<Compacti
   return {};
 }
 
-WriterStatus TenantWriter::finish_compaction(std::unique_ptr<Compaction> job, bool* compacted) {
+WriterStatus TenantWriter::finish_compaction_unguarded(std::unique_ptr<Compaction> job, bool* compacted) {
   Impl& s = *impl_;
   if (compacted != nullptr) *compacted = false;
   s.compacting = false;
@@ -1248,6 +1289,38 @@ WriterStatus TenantWriter::finish_compaction(std::unique_ptr<Compaction> job, bo
   (void)fsync_directory(s.dir, why);  // best effort: open() removes leftovers
   if (compacted != nullptr) *compacted = true;
   return {};
+}
+
+WriterStatus TenantWriter::open(const fs::path& data_dir, std::string_view tenant, const Options& options) {
+  return guarded([&] { return open_unguarded(data_dir, tenant, options); });
+}
+
+WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap& relations,
+                                       std::span<const std::span<const uint8_t>> frames, bool* skipped) {
+  return guarded([&] { return apply_group_unguarded(shard, relations, frames, skipped); });
+}
+
+WriterStatus TenantWriter::apply_copy(const RelationMap& relations,
+                                      std::span<const std::span<const uint8_t>> frames) {
+  return guarded([&] { return apply_copy_unguarded(relations, frames); });
+}
+
+WriterStatus TenantWriter::apply_truncate(std::string_view shard, const RelationMap& relations,
+                                          std::span<const uint32_t> relids, uint64_t commit_lsn,
+                                          bool* skipped) {
+  return guarded([&] { return apply_truncate_unguarded(shard, relations, relids, commit_lsn, skipped); });
+}
+
+WriterStatus TenantWriter::start_compaction(bool force, std::unique_ptr<Compaction>& out) {
+  return guarded([&] { return start_compaction_unguarded(force, out); });
+}
+
+WriterStatus TenantWriter::finish_compaction(std::unique_ptr<Compaction> job, bool* compacted) {
+  return guarded([&] { return finish_compaction_unguarded(std::move(job), compacted); });
+}
+
+WriterStatus Compaction::run() {
+  return guarded([&] { return run_unguarded(); });
 }
 
 WriterStatus TenantWriter::compact(bool force, bool* compacted) {

@@ -14,7 +14,9 @@
 // Crash safety: nothing is visible before flush() publishes a manifest; a crash at any point
 // leaves the previous manifest, and open() removes files no manifest lists. Re-applying groups
 // after a restart is harmless: a group whose commit LSN is below the shard's position is skipped.
-// Not thread-safe: one writer per tenant directory, one thread at a time.
+// Not thread-safe: one writer per tenant directory, one thread at a time. No call throws: an
+// exception inside one becomes its status (out of memory, or a std::system_error of the machine
+// such as a full disk, kIo like a failed system call; anything else kException).
 #pragma once
 
 #include "common/no_postgres.hpp"
@@ -44,6 +46,7 @@ struct WriterStatus {
     kCorrupt,     // the tenant's manifest or files fail their checks
     kIo,          // a system call failed
     kFailed,      // not open, or failed by an earlier I/O error: reopen
+    kException,   // an unexpected exception (a bug, or an input nothing checked): this tenant's
   };
   Kind kind = kOk;
   std::string message;
@@ -67,6 +70,8 @@ class Compaction {
  private:
   friend class TenantWriter;
   Compaction();
+  // run() without its exception guard.
+  WriterStatus run_unguarded();
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
@@ -218,6 +223,19 @@ class TenantWriter {
   const std::filesystem::path& dir() const noexcept;
 
  private:
+  // The calls of the same name without their exception guard.
+  WriterStatus open_unguarded(const std::filesystem::path& data_dir, std::string_view tenant,
+                              const Options& options);
+  WriterStatus apply_group_unguarded(std::string_view shard, const RelationMap& relations,
+                                     std::span<const std::span<const uint8_t>> frames, bool* skipped);
+  WriterStatus apply_copy_unguarded(const RelationMap& relations,
+                                    std::span<const std::span<const uint8_t>> frames);
+  WriterStatus apply_truncate_unguarded(std::string_view shard, const RelationMap& relations,
+                                        std::span<const uint32_t> relids, uint64_t commit_lsn,
+                                        bool* skipped);
+  WriterStatus start_compaction_unguarded(bool force, std::unique_ptr<Compaction>& out);
+  WriterStatus finish_compaction_unguarded(std::unique_ptr<Compaction> job, bool* compacted);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -7,6 +7,7 @@
 #include "edge_apply/daemon/copy_snapshot.hpp"
 #include "edge_apply/daemon/initial_copy.hpp"
 #include "edge_apply/daemon/relation_store.hpp"
+#include "edge_apply/dir_name.hpp"
 #include "edge_apply/manifest.hpp"
 #include "edge_apply/relation_map.hpp"
 #include "edge_apply/shard_position.hpp"
@@ -119,6 +120,7 @@ const char* kind_name(WriterStatus::Kind k) {
     case WriterStatus::kCorrupt: return "corrupt";
     case WriterStatus::kIo: return "io";
     case WriterStatus::kFailed: return "failed";
+    case WriterStatus::kException: return "exception";
   }
   return "unknown";
 }
@@ -197,6 +199,40 @@ struct Applier::Impl {
     return true;
   }
 
+  // The last line of defence around one tenant's work (the writer's calls return statuses
+  // already): an exception out of fn breaks that tenant only, unless it is the machine's (out of
+  // memory: fatal, as an I/O error is).
+  template <typename Fn>
+  void for_tenant(std::string_view key, const char* what, Fn&& fn) {
+    try {
+      fn();
+    } catch (const std::bad_alloc&) {
+      log(Level::kError, "apply_failed",
+          {{"tenant", std::string(key)}, {"during", what}, {"error", "out of memory"},
+           {"action", "stopping: a restart resumes from the manifests"}});
+      fatal = true;
+    } catch (const std::exception& e) {
+      break_tenant(key, what, e.what());
+    } catch (...) {
+      break_tenant(key, what, "unknown exception");
+    }
+  }
+
+  // Marks tenant key broken after an exception in its work (failed(): marker, counter, log).
+  void break_tenant(std::string_view key, const char* what, const char* text) {
+    auto it = tenants.find(key);
+    if (it == tenants.end()) {
+      auto t = std::make_unique<Tenant>();
+      t->key = std::string(key);
+      it = tenants.emplace(t->key, std::move(t)).first;
+    }
+    if (it->second->broken) return;
+    // The marker needs the directory (the exception may have come before the writer made it).
+    std::error_code ec;
+    fs::create_directories(tenant_dir(config.data_dir, key), ec);
+    failed(*it->second, {WriterStatus::kException, std::string("unexpected exception: ") + text}, what);
+  }
+
   // Opens tenant t's writer again (closed by the LRU cap); false when that failed.
   bool reopen(Tenant& t) {
     WriterStatus st = t.writer.open(config.data_dir, t.key, writer_options);
@@ -252,7 +288,8 @@ struct Applier::Impl {
       t->key = std::string(key);
       t->last_position_flush = Clock::now();
       TenantWriter::Options options = writer_options;
-      const bool exists = fs::exists(tenant_dir(config.data_dir, key) / "manifest");
+      std::error_code ec;
+      const bool exists = fs::exists(tenant_dir(config.data_dir, key) / "manifest", ec);
       for (size_t i = 0; i < copies.size() && !exists; ++i) {
         if (copies[i].covers(key)) t->copying |= shard_bit(i);
       }
@@ -512,7 +549,7 @@ struct Applier::Impl {
     StreamPosition& sp = streams[ev.shard];
     switch (ev.kind) {
       case ApplyEvent::kManyTenants: apply_many(ev); break;
-      case ApplyEvent::kGroup: apply_group(ev); break;
+      case ApplyEvent::kGroup: for_tenant(ev.tenant, "apply_group", [&] { apply_group(ev); }); break;
       case ApplyEvent::kPosition:
         sp.upstream = std::max(sp.upstream, ev.key);
         sp.upstream_time_us = ev.relay_time_us;
@@ -615,7 +652,7 @@ struct Applier::Impl {
 
   // Path of the marker saying shard i's copy of every tenant completed (`tenants` = all).
   fs::path copied_marker(size_t i) const {
-    return fs::path(config.data_dir) / "shards" / (escape_tenant(shards[i].shard) + ".copied");
+    return shard_file_path(config.data_dir, shards[i].shard, ".copied");
   }
 
   // Runs shard i's planned copy; false on failure (logged; the daemon stops).
@@ -667,22 +704,18 @@ struct Applier::Impl {
       if (auto it = tenants.find(key); it != tenants.end() && (it->second->copying & shard_bit(i)) == 0) {
         return true;  // replicated here already (and maybe closed: left so)
       }
-      Tenant* t = tenant(key);
-      if (fatal) {
-        why = "cannot open tenant " + std::string(key);
-        return false;
-      }
-      if (t == nullptr || (t->copying & shard_bit(i)) == 0) return true;  // replicated here already
-      with_rows.insert(t);
-      std::vector<std::span<const uint8_t>> spans(frames.begin(), frames.end());
-      if (WriterStatus st = t->active().apply_copy(c.relations, spans); !st.ok()) {
-        failed(*t, st, "copy");
-        if (fatal) {
-          why = st.message;
-          return false;
+      for_tenant(key, "copy", [&] {
+        Tenant* t = tenant(key);
+        if (fatal || t == nullptr || (t->copying & shard_bit(i)) == 0) return;  // replicated here already
+        with_rows.insert(t);
+        std::vector<std::span<const uint8_t>> spans(frames.begin(), frames.end());
+        if (WriterStatus st = t->active().apply_copy(c.relations, spans); !st.ok()) {
+          failed(*t, st, "copy");
+          if (fatal) why = st.message;
         }
-      }
-      return true;
+      });
+      if (fatal && why.empty()) why = "cannot open tenant " + std::string(key);
+      return !fatal;
     };
     CopyOutcome outcome;
     std::string why;
@@ -849,16 +882,36 @@ bool Applier::open_existing() {
   }
   std::error_code ec;
   std::vector<Manifest> resync_at_start;
-  for (const auto& e : fs::directory_iterator(fs::path(s.config.data_dir) / "tenants", ec)) {
-    if (!e.is_directory()) continue;
+  // Listed first: a directory with an older name is renamed below. increment(ec), not ++: an
+  // error is reported, not thrown.
+  std::vector<fs::path> dirs;
+  for (fs::directory_iterator it(fs::path(s.config.data_dir) / "tenants", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    std::error_code type_ec;
+    if (it->is_directory(type_ec)) dirs.push_back(it->path());
+  }
+  if (ec) {
+    log(Level::kError, "startup_failed", {{"dir", s.config.data_dir + "/tenants"}, {"error", ec.message()}});
+    return false;
+  }
+  for (fs::path dir : dirs) {
     Manifest m;
     std::string why;
-    if (!read_manifest(e.path(), m, why)) {
-      log(Level::kWarning, "tenant_unreadable", {{"dir", e.path().string()}, {"error", why}});
+    if (!read_manifest(dir, m, why)) {
+      log(Level::kWarning, "tenant_unreadable", {{"dir", dir.string()}, {"error", why}});
       continue;
     }
     if (!s.serves(m.tenant)) continue;
-    const bool broken = fs::exists(e.path() / "broken", ec);
+    // A name of the rule before names were bounded (a long key): move it to its name now.
+    if (fs::path moved; !move_to_tenant_dir(dir, m.tenant, moved, why)) {
+      log(Level::kWarning, "tenant_misplaced",
+          {{"tenant", m.tenant}, {"dir", dir.string()}, {"error", why}, {"action", "not applied"}});
+      continue;
+    } else if (moved != dir) {
+      log(Level::kInfo, "tenant_dir_renamed", {{"tenant", m.tenant}, {"from", dir.string()}, {"to", moved.string()}});
+      dir = moved;
+    }
+    const bool broken = fs::exists(dir / "broken", ec);
     bool can_copy = false;
     for (const ShardState& sh : s.shards) can_copy = can_copy || !s.config.primary_of(sh.shard).empty();
     if (broken && !can_copy) {
@@ -874,9 +927,9 @@ bool Applier::open_existing() {
     }
     if (!m.published || broken) {
       // A copy cut short (crash, stop): its rows are not known to be complete. Copy it again.
-      fs::remove_all(e.path(), ec);
+      fs::remove_all(dir, ec);
       if (ec) {
-        log(Level::kError, "startup_failed", {{"dir", e.path().string()}, {"error", ec.message()}});
+        log(Level::kError, "startup_failed", {{"dir", dir.string()}, {"error", ec.message()}});
         return false;
       }
       log(Level::kWarning, "copy_discarded",
@@ -886,13 +939,13 @@ bool Applier::open_existing() {
       s.recopy.insert(m.tenant);
       continue;
     }
-    if (fs::exists(e.path() / "resync", ec)) {
+    if (fs::exists(dir / "resync", ec)) {
       // A resync cut short (crash, stop): its published replica stays; the copy starts over.
       resync_at_start.push_back(m);
-      s.tenant(m.tenant);
+      s.for_tenant(m.tenant, "open", [&] { s.tenant(m.tenant); });
       if (s.fatal) return false;
     } else if (s.lru.size() < static_cast<size_t>(s.config.max_open_tenants)) {
-      s.tenant(m.tenant);
+      s.for_tenant(m.tenant, "open", [&] { s.tenant(m.tenant); });
       if (s.fatal) return false;
     } else {
       // Beyond the cap: known, opened by its first change.
@@ -927,7 +980,7 @@ bool Applier::open_existing() {
   for (const std::string& key : missing) {
     bool covered = false;
     for (const ShardCopy& c : s.copies) covered = covered || c.covers(key);
-    if (covered) s.tenant(key);
+    if (covered) s.for_tenant(key, "open", [&] { s.tenant(key); });
     if (s.fatal) return false;
   }
   // Resyncs cut short start over, from each shard of the tenant's manifest.

@@ -2,6 +2,7 @@
 // relay_config.cpp is the model).
 #include "edge_apply/daemon/apply_config.hpp"
 
+#include "edge_apply/tenant_text.hpp"
 #include "walsender_fanout/relay/protocol.hpp"
 
 #include <cstdlib>
@@ -82,7 +83,10 @@ const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
       text("slot", "logical replication slot on the primaries of shards set to NAME=primary, created "
            "when missing (default: edgeshard_apply_<name>); one per edge",
            &ApplyConfig::slot),
-      text("tenants", "'all', or comma-separated tenant keys (sent to the relays as the tenant filter)",
+      text("tenants",
+           "'all', or comma-separated tenant keys (sent to the relays as the tenant filter); in a key, "
+           "%XX stands for byte XX: write ',' as %2C, '%' as %25, a space at either end as %20, a "
+           "newline as %0A",
            &ApplyConfig::tenants),
       integer("flush_interval_ms", "ms",
               "publish applied changes (one delta file and manifest per changed tenant) and ack this often",
@@ -123,11 +127,12 @@ const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
 std::vector<std::string> ApplyConfig::tenant_list() const {
   std::vector<std::string> out;
   if (trim(tenants) == "all") return out;
-  std::string item;
+  std::string item, key;
   std::istringstream in(tenants);
   while (std::getline(in, item, ',')) {
     item = trim(item);
-    if (!item.empty()) out.push_back(item);
+    // validate() refused malformed escapes: a key here is the item unescaped.
+    if (!item.empty() && unescape_tenant_text(item, key)) out.push_back(key);
   }
   return out;
 }
@@ -189,6 +194,15 @@ void validate(const ApplyConfig& c) {
   }
   if (any_relay && c.token.empty()) throw ConfigError("no token: set token or env EDGESHARD_RELAY_TOKEN");
   if (trim(c.tenants).empty()) throw ConfigError("tenants is empty: 'all' or a comma list of tenant keys");
+  {
+    std::string item, key;
+    std::istringstream in(c.tenants);
+    while (std::getline(in, item, ',')) {
+      if (!unescape_tenant_text(trim(item), key)) {
+        throw ConfigError("invalid tenant \"" + trim(item) + "\" in tenants: write a '%' as %25 (%XX escapes a byte)");
+      }
+    }
+  }
   if (c.flush_interval_ms < 1 || c.flush_interval_ms > 60000) {
     throw ConfigError("flush_interval_ms must be between 1 and 60000");
   }

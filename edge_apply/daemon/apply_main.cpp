@@ -85,7 +85,18 @@ int run_apply(const ApplyConfig& config) {
   std::atomic<bool> applier_done{false};
   std::atomic<bool> failed{false};
   std::thread applier_thread([&] {
-    if (!applier.run(stop, applier_done)) {
+    bool ok = false;
+    try {
+      ok = applier.run(stop, applier_done);
+    } catch (const std::exception& e) {
+      // Beyond the per-tenant guards (out of memory, a bug outside any tenant): stop cleanly.
+      log(Level::kError, "apply_failed", {{"error", e.what()}, {"action", "stopping: a restart resumes from the manifests"}});
+      queue.close();
+    } catch (...) {
+      log(Level::kError, "apply_failed", {{"error", "unknown exception"}, {"action", "stopping"}});
+      queue.close();
+    }
+    if (!ok) {
       failed = true;
       ::kill(::getpid(), SIGTERM);
     }
@@ -114,7 +125,11 @@ int run_apply(const ApplyConfig& config) {
   std::thread metrics_thread;
   if (metrics_fd >= 0) {
     metrics_thread = std::thread([&] {
-      edgeshard::daemon::serve_metrics(metrics_fd, [&] { return render_metrics(sources); }, stop);
+      try {
+        edgeshard::daemon::serve_metrics(metrics_fd, [&] { return render_metrics(sources); }, stop);
+      } catch (const std::exception& e) {
+        log(Level::kError, "metrics_failed", {{"error", e.what()}, {"action", "serving without /metrics"}});
+      }
     });
   }
 

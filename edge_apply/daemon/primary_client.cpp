@@ -27,10 +27,15 @@ int ms_until(Clock::time_point deadline) {
   return left > 0 ? static_cast<int>(left) : 0;
 }
 
-// The plugin's "tenants" option: the keys separated by commas.
+// The plugin's "tenants" option: the keys separated by commas; empty (no filter upstream: the
+// applier drops the other tenants' groups) when a key cannot be one item of that list, which
+// the plugin splits at commas and trims of blanks.
 std::string tenant_option(const std::vector<std::string>& tenants) {
   std::string out;
-  for (const auto& t : tenants) out += (out.empty() ? "" : ",") + t;
+  for (const auto& t : tenants) {
+    if (t.empty() || t.find(',') != std::string::npos || t.front() == ' ' || t.back() == ' ') return {};
+    out += (out.empty() ? "" : ",") + t;
+  }
   return out;
 }
 
@@ -114,7 +119,9 @@ ClientStatus PrimaryClient::connect(const PrimaryOptions& o) {
   }
   std::string cmd = "START_REPLICATION SLOT " + pq::quote_identifier(o.slot) + " LOGICAL " +
                     format_lsn(o.start) + " (\"compression\" 'lz4'";
-  if (!o.tenants.empty()) cmd += ", \"tenants\" " + pq::quote_literal(tenant_option(o.tenants));
+  if (const std::string filter = tenant_option(o.tenants); !filter.empty()) {
+    cmd += ", \"tenants\" " + pq::quote_literal(filter);
+  }
   cmd += ")";
   pq::Result started(PQexec(conn_.get(), cmd.c_str()));
   if (PQresultStatus(started.get()) != PGRES_COPY_BOTH) {

@@ -2,8 +2,8 @@
 #include "edge_apply/daemon/relation_store.hpp"
 
 #include "common/frame_reader.hpp"
+#include "edge_apply/dir_name.hpp"
 #include "edge_apply/manifest.hpp"
-#include "edge_apply/tenant_replica.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -37,7 +37,7 @@ bool write_all(int fd, const uint8_t* p, size_t n) {
 bool RelationStore::open(const fs::path& data_dir, std::string_view shard, RelationMap& relations,
                          std::string& why) {
   dir_ = data_dir / "shards";
-  path_ = dir_ / (escape_tenant(shard) + ".relations");
+  path_ = shard_file_path(data_dir, shard, ".relations");
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) {

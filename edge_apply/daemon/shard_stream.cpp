@@ -197,6 +197,22 @@ PrimaryOptions primary_options(const StreamOptions& o) {
   return p;
 }
 
+// Runs a session; an exception out of it (out of memory, a bug) ends the session like a broken
+// connection, logged: its partial groups are dropped and the next one resumes from the ack.
+template <typename Client>
+SessionEnd run_session(Session<Client>& session, ShardState& state, const std::atomic<bool>& stop) {
+  try {
+    return session.run(stop);
+  } catch (const std::exception& e) {
+    log(Level::kError, "shard_stream_failed",
+        {{"shard", state.shard}, {"error", e.what()}, {"action", "reconnecting, resuming from the ack"}});
+  } catch (...) {
+    log(Level::kError, "shard_stream_failed",
+        {{"shard", state.shard}, {"error", "unknown exception"}, {"action", "reconnecting, resuming from the ack"}});
+  }
+  return SessionEnd::kBroken;
+}
+
 // The connection loop: connect (from what is durable), stream, reconnect with backoff.
 template <typename Client, typename Options>
 void run_with(Client& client, Options copts, const StreamOptions& options, ShardState& state,
@@ -225,7 +241,7 @@ void run_with(Client& client, Options copts, const StreamOptions& options, Shard
          {"relay_position", format_lsn(client.welcome().position)}});
     const auto began = Clock::now();
     Session<Client> session(options, state, queue, client);
-    const SessionEnd end = session.run(stop);
+    const SessionEnd end = run_session(session, state, stop);
     if (end == SessionEnd::kStopped) state.quiet = true;
     if (end == SessionEnd::kStopped && client.connected()) {
       // Clean shutdown: the applier flushes what it has, then the upstream gets the final ack.
@@ -251,13 +267,29 @@ void run_with(Client& client, Options copts, const StreamOptions& options, Shard
 
 void run_shard_stream(const StreamOptions& options, ShardState& state, EventQueue& queue,
                       const std::atomic<bool>& stop, const std::atomic<bool>& applier_done) {
-  if (options.primary_conninfo.empty()) {
-    relay::RelayClient client;
-    run_with(client, relay_options(options, state), options, state, queue, stop, applier_done);
-  } else {
-    PrimaryClient client;
-    run_with(client, primary_options(options), options, state, queue, stop, applier_done);
+  // No exception leaves the thread: one out of a connection attempt starts the loop again after
+  // a pause (sessions have their own guard, run_session()).
+  StreamOptions o = options;
+  while (!stop.load()) {
+    try {
+      if (o.primary_conninfo.empty()) {
+        relay::RelayClient client;
+        run_with(client, relay_options(o, state), o, state, queue, stop, applier_done);
+      } else {
+        PrimaryClient client;
+        run_with(client, primary_options(o), o, state, queue, stop, applier_done);
+      }
+      return;
+    } catch (const std::exception& e) {
+      log(Level::kError, "shard_stream_failed", {{"shard", state.shard}, {"error", e.what()}, {"action", "retrying"}});
+    } catch (...) {
+      log(Level::kError, "shard_stream_failed", {{"shard", state.shard}, {"error", "unknown exception"}, {"action", "retrying"}});
+    }
+    state.connected = false;
+    o.start = std::max(o.start, state.acked.load());  // what is durable, as a reconnect does
+    nap(o.reconnect_max_ms, stop);
   }
+  state.quiet = true;
 }
 
 }  // namespace edgeshard::apply::daemon

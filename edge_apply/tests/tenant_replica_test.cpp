@@ -191,13 +191,5 @@ TEST_F(TenantReplicaTest, RefusesUnpublishedMissingAndDamaged) {
   EXPECT_EQ(st.kind, ReplicaStatus::kCorrupt) << st.message;
 }
 
-TEST(TenantDir, EscapesKeysIntoOneFileName) {
-  EXPECT_EQ(escape_tenant("42"), "42");
-  EXPECT_EQ(escape_tenant("acme.eu"), "acme.eu");
-  EXPECT_EQ(escape_tenant(".."), "%2E.");
-  EXPECT_EQ(escape_tenant("a/b c%"), "a%2Fb%20c%25");
-  EXPECT_EQ(tenant_dir("/data", "42"), fs::path("/data/tenants/42"));
-}
-
 }  // namespace
 }  // namespace edgeshard::apply

@@ -3,6 +3,7 @@
 #include "common/lsn.hpp"
 #include "edge_apply/key_codec.hpp"
 #include "edge_apply/tenant_replica.hpp"
+#include "edge_apply/tenant_text.hpp"
 #include "edge_apply/value_codec.hpp"
 
 #include <algorithm>
@@ -36,6 +37,10 @@ constexpr char kUsage[] =
     "on the primary) is readable here (read your writes), or fails after TIMEOUT_MS (default\n"
     "5000).\n"
     "\n"
+    "TENANT is the key as it is (any bytes: quote it for the shell). Output writes a key with\n"
+    "its bytes 0x00-0x20, ',', '%' and 0x7F as %XX (\"a b\" prints as a%20b); a TENANT argument\n"
+    "of the form %=TEXT is read that way too (%=a%20b is \"a b\").\n"
+    "\n"
     "Exit status: 0 ok; 1 not found (get) or corruption (verify, or any read); 2 usage; 3 the\n"
     "replica cannot be opened (absent, not published yet, unreadable).\n";
 
@@ -58,8 +63,29 @@ int report(const ReplicaStatus& st) {
   return kExitOpen;
 }
 
+// A TENANT argument: the key as it is, or "%=" and the key escaped as the output prints it;
+// false when that escape is malformed.
+bool tenant_arg(const char* arg, std::string& key) {
+  const std::string_view a(arg);
+  if (!a.starts_with("%=")) {
+    key.assign(a);
+    return true;
+  }
+  if (unescape_tenant_text(a.substr(2), key) && !key.empty()) return true;
+  std::fprintf(stderr, "edgeshard-replica: malformed escaped tenant \"%s\"\n", arg);
+  return false;
+}
+
+// A key as output prints it (one token: edge_apply/tenant_text.hpp).
+std::string shown(std::string_view key) { return escape_tenant_text(key); }
+
 // Opens a tenant's replica or exits with a message.
-bool open_tenant(TenantReplica& r, const char* data_dir, const char* tenant, int& status) {
+bool open_tenant(TenantReplica& r, const char* data_dir, const char* arg, int& status) {
+  std::string tenant;
+  if (!tenant_arg(arg, tenant)) {
+    status = kExitUsage;
+    return false;
+  }
   const ReplicaStatus st = r.open(data_dir, tenant);
   if (!st.ok()) {
     status = report(st);
@@ -132,7 +158,7 @@ int cmd_ls(const char* data_dir) {
     }
     std::string shards;
     for (const auto& s : m.shards) shards += " " + s.shard + "@" + edgeshard::format_lsn(s.applied);
-    std::printf("%-24s  %s  files=%zu records=%llu bytes=%llu%s\n", m.tenant.c_str(),
+    std::printf("%-24s  %s  files=%zu records=%llu bytes=%llu%s\n", shown(m.tenant).c_str(),
                 m.published ? "published" : "copying  ", m.files.size(),
                 static_cast<unsigned long long>(rows), static_cast<unsigned long long>(bytes), shards.c_str());
   }
@@ -177,7 +203,7 @@ int cmd_stats(const char* data_dir, const char* tenant) {
   int status = kExitOk;
   if (!open_tenant(r, data_dir, tenant, status)) return status;
   const Manifest& m = r.manifest();
-  std::printf("tenant %s, manifest generation %llu\n", m.tenant.c_str(), static_cast<unsigned long long>(m.generation));
+  std::printf("tenant %s, manifest generation %llu\n", shown(m.tenant).c_str(), static_cast<unsigned long long>(m.generation));
   for (const auto& f : m.files) {
     std::printf("  %-5s %s  records=%llu bytes=%llu\n", f.kind == FileKind::kBase ? "base" : "delta", f.name.c_str(),
                 static_cast<unsigned long long>(f.records), static_cast<unsigned long long>(f.bytes));
@@ -205,8 +231,11 @@ int cmd_stats(const char* data_dir, const char* tenant) {
 }
 
 // verify: every tenant given (or all).
-int cmd_verify(const char* data_dir, const std::vector<std::string>& tenants) {
-  std::vector<std::string> names = tenants;
+int cmd_verify(const char* data_dir, const std::vector<std::string>& args) {
+  std::vector<std::string> names;
+  for (const std::string& a : args) {
+    if (!tenant_arg(a.c_str(), names.emplace_back())) return kExitUsage;
+  }
   int status = kExitOk;
   if (names.empty()) {
     // A tenant whose manifest is unreadable fails; the others are still verified.
@@ -226,10 +255,10 @@ int cmd_verify(const char* data_dir, const std::vector<std::string>& tenants) {
     ReplicaStatus st = r.open(data_dir, t);
     if (st.ok()) st = r.verify();
     if (!st.ok() && st.kind != ReplicaStatus::kNotPublished) {
-      std::fprintf(stderr, "edgeshard-replica: tenant %s: %s\n", t.c_str(), st.message.c_str());
+      std::fprintf(stderr, "edgeshard-replica: tenant %s: %s\n", shown(t).c_str(), st.message.c_str());
       status = kExitFound;
     } else {
-      std::printf("tenant %s: %s\n", t.c_str(), st.ok() ? "ok" : st.message.c_str());
+      std::printf("tenant %s: %s\n", shown(t).c_str(), st.ok() ? "ok" : st.message.c_str());
     }
   }
   return status;
@@ -269,7 +298,8 @@ int main(int argc, char** argv) {
   if (!open_tenant(r, data_dir, argv[3], status)) return status;
   const TableView* t = r.table(argv[4]);
   if (t == nullptr) {
-    std::fprintf(stderr, "edgeshard-replica: no table \"%s\" in tenant %s's replica\n", argv[4], argv[3]);
+    std::fprintf(stderr, "edgeshard-replica: no table \"%s\" in tenant %s's replica\n", argv[4],
+                 shown(r.manifest().tenant).c_str());
     return kExitFound;
   }
   edgeshard::replica::BlockCache cache;

@@ -256,18 +256,20 @@ sub replica_rows
 }
 
 # Every tenant's rows of $table on a primary: tenant => rows as replica_rows renders them
-# (row_to_json, ordered by $order, a column list that sorts like the replica's keys).
+# (row_to_json, ordered by $order, a column list that sorts like the replica's keys). Tenant keys
+# travel as hex (any bytes: newlines, tabs) and come back as the key's bytes.
 sub primary_rows
 {
 	my ($node, $table, $order) = @_;
 	my $text = $node->safe_psql('postgres', qq{
-		SELECT tenant_id || E'\\t' || string_agg(row_to_json(x)::text, E'\\t' ORDER BY $order)
+		SELECT encode(convert_to(tenant_id::text, current_setting('server_encoding')), 'hex')
+		       || E'\\t' || string_agg(row_to_json(x)::text, E'\\t' ORDER BY $order)
 		  FROM $table x GROUP BY tenant_id});
 	my %rows;
 	for my $line (split /\n/, $text)
 	{
 		my ($t, @r) = split /\t/, $line;
-		$rows{$t} = join("\n", @r);
+		$rows{ pack('H*', $t) } = join("\n", @r);
 	}
 	return \%rows;
 }

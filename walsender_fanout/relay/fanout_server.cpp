@@ -260,8 +260,10 @@ struct FanoutServer::Impl {
           auto it = subscribers.find(static_cast<int>(tag));
           if (it == subscribers.end()) continue;
           Subscriber& s = *it->second;
-          if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) on_readable(s);
-          if (!s.dead && (events[i].events & EPOLLOUT)) pump(s);
+          for_subscriber(s, [&] {
+            if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) on_readable(s);
+            if (!s.dead && (events[i].events & EPOLLOUT)) pump(s);
+          });
         }
       }
       run_ready();
@@ -273,6 +275,20 @@ struct FanoutServer::Impl {
       flush(*s);
     }
     update_board();
+  }
+
+  // Runs one subscriber's work; an exception out of it (a bug, an input nothing checked) drops
+  // that subscriber only, logged. Out of memory is the machine's: it goes on to the thread.
+  template <typename Fn>
+  void for_subscriber(Subscriber& s, Fn&& fn) {
+    try {
+      fn();
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      log(Level::kError, "subscriber_failed", {{"subscriber", s.name}, {"peer", s.peer}, {"error", e.what()}});
+      close_quietly(s, std::string("unexpected exception: ") + e.what());
+    }
   }
 
   // Accepts every pending connection; closes at once what exceeds the handshake cap, and rests
@@ -322,7 +338,7 @@ struct FanoutServer::Impl {
       auto it = subscribers.find(fd);
       if (it == subscribers.end()) continue;
       it->second->ready = false;
-      pump(*it->second);
+      for_subscriber(*it->second, [&] { pump(*it->second); });
     }
   }
 

@@ -29,7 +29,7 @@ const char* level_name(Level level) {
 void append_value(std::string& line, std::string_view value) {
   bool plain = !value.empty();
   for (char c : value) {
-    if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20) {
+    if (c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
       plain = false;
       break;
     }
@@ -43,8 +43,18 @@ void append_value(std::string& line, std::string_view value) {
     if (c == '"' || c == '\\') {
       line += '\\';
       line += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      line += c == '\n' ? "\\n" : " ";
+    } else if (c == '\n') {
+      line += "\\n";
+    } else if (c == '\t') {
+      line += "\\t";
+    } else if (c == '\r') {
+      line += "\\r";
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) {
+      // Any other control byte as \xHH: the line stays one line and the value is recoverable.
+      static constexpr char kHex[] = "0123456789abcdef";
+      line += "\\x";
+      line += kHex[static_cast<unsigned char>(c) >> 4];
+      line += kHex[c & 0x0F];
     } else {
       line += c;
     }

@@ -25,7 +25,8 @@ bool parse_log_level(std::string_view text, Level& out) noexcept;
 using LogField = std::pair<std::string_view, std::string>;
 
 // Writes one line to standard error: time, level, event, then the fields. Values with spaces,
-// quotes, '=' or control characters are double-quoted with \" and \\ escapes.
+// quotes, '=' or control characters are double-quoted with \" and \\ escapes, newline, tab and
+// carriage return as \n \t \r, other control bytes as \xHH: a value never breaks the line.
 void log(Level level, std::string_view event, std::initializer_list<LogField> fields = {});
 
 }  // namespace edgeshard::relay

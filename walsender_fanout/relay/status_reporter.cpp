@@ -1,6 +1,7 @@
 // edge_status reports over libpq.
 #include "walsender_fanout/relay/status_reporter.hpp"
 
+#include "common/frame_json.hpp"
 #include "common/lsn.hpp"
 #include "common/pq_replication.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
@@ -14,22 +15,12 @@ namespace edgeshard::relay {
 
 namespace {
 
-// A JSON string literal.
+// A JSON string literal (the one JSON escaper, common/frame_json.hpp: every control byte and
+// invalid UTF-8 escaped, so a tenant key with any bytes gives valid JSON).
 std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char esc[8];
-      std::snprintf(esc, sizeof esc, "\\u%04x", c);
-      out += esc;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
+  std::string out;
+  frame::append_json_string(out, s);
+  return out;
 }
 
 }  // namespace

@@ -61,6 +61,17 @@ TEST(ApplyConfig, TokenFromEnvironmentAndErrors) {
   EXPECT_NE(usage_text().find("Initial copy: with `primary` set"), std::string::npos);
 }
 
+TEST(ApplyConfig, TenantKeysWithCommasSpacesAndPercentAreEscaped) {
+  CommandLine cl = parse({"--data_dir", "/tmp/x", "--token", "t", "--shard", "s1=h:1", "--tenants",
+                          "a%2Cb, %20lead,acme corp,50%25,%C3%A9t%C3%A9, line%0Abreak"});
+  EXPECT_EQ(cl.config.tenant_list(), (std::vector<std::string>{"a,b", " lead", "acme corp", "50%",
+                                                               "\xC3\xA9t\xC3\xA9", "line\nbreak"}));
+  // A '%' that escapes nothing is refused rather than guessed.
+  EXPECT_THROW(parse({"--data_dir", "/tmp/x", "--token", "t", "--shard", "s1=h:1", "--tenants", "50%off"}),
+               ConfigError);
+  EXPECT_NE(usage_text().find("%2C"), std::string::npos);
+}
+
 TEST(ApplyConfig, PrimariesForInitialCopies) {
   CommandLine cl = parse({"--data_dir", "/tmp/x", "--token", "t", "--shard", "s1=h:1", "--shard", "s2=h:2",
                           "--primary", "s2=host=10.0.0.5 port=5432 dbname=app user=edge"});

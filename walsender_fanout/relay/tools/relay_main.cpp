@@ -100,18 +100,34 @@ int run_relay(const RelayConfig& config) {
   std::atomic<bool> stop{false};
   std::atomic<bool> failed{false};
   Upstream upstream(config, ingest, registry);
-  std::thread upstream_thread([&] {
-    if (!upstream.run(stop)) {
-      failed = true;
-      ::kill(::getpid(), SIGTERM);
+  // No exception leaves a thread: what escapes the per-subscriber and per-stream handling (out
+  // of memory, a bug) stops the relay cleanly, logged, as a fatal error does.
+  auto guarded = [&](const char* thread, auto&& body) {
+    try {
+      if (body()) return;
+    } catch (const std::exception& e) {
+      log(Level::kError, "relay_failed", {{"thread", thread}, {"error", e.what()}});
+    } catch (...) {
+      log(Level::kError, "relay_failed", {{"thread", thread}, {"error", "unknown exception"}});
     }
+    failed = true;
+    ::kill(::getpid(), SIGTERM);
+  };
+  std::thread upstream_thread([&] { guarded("upstream", [&] { return upstream.run(stop); }); });
+  std::thread server_thread([&] {
+    guarded("server", [&] {
+      server->run(stop);
+      return true;
+    });
   });
-  std::thread server_thread([&] { server->run(stop); });
   MetricsSources sources{config.name, &ingest.stats(), &upstream.stats(), &frame_log, &board};
   std::thread metrics_thread;
   if (metrics_fd >= 0) {
     metrics_thread = std::thread([&] {
-      edgeshard::daemon::serve_metrics(metrics_fd, [&] { return render_metrics(sources); }, stop);
+      guarded("metrics", [&] {
+        edgeshard::daemon::serve_metrics(metrics_fd, [&] { return render_metrics(sources); }, stop);
+        return true;
+      });
     });
   }
   std::string status_conninfo = config.status_conninfo.empty() ? config.upstream : config.status_conninfo;
@@ -119,8 +135,11 @@ int run_relay(const RelayConfig& config) {
   std::thread reporter_thread;
   if (!status_conninfo.empty()) {
     reporter_thread = std::thread([&] {
-      run_status_reporter(status_conninfo, config.name,
-                          std::chrono::milliseconds(config.status_interval_ms), board, stop);
+      guarded("status_reporter", [&] {
+        run_status_reporter(status_conninfo, config.name,
+                            std::chrono::milliseconds(config.status_interval_ms), board, stop);
+        return true;
+      });
     });
   }
 
