@@ -138,25 +138,6 @@ std::vector<std::span<const uint8_t>> spans(const std::vector<std::vector<uint8_
   return {frames.begin(), frames.end()};
 }
 
-// Records a RELATION (id int8 key, then text columns named extra_names) in rels.
-void describe(RelationMap& rels, uint32_t relid, const std::string& name,
-              const std::vector<std::string>& text_columns) {
-  std::vector<frame::Column> cols = {{"id", 20, -1, true}};
-  for (const std::string& n : text_columns) cols.push_back({n, 25, -1, false});
-  frame::Writer w(frame::Compression::kNone);
-  w.relation(relid, "public", name, cols, -1);
-  frame::Fields f;
-  f.many_tenants = true;
-  f.last = true;
-  auto bytes = w.seal(f);
-  frame::Reader r;
-  ASSERT_TRUE(r.open(bytes).ok());
-  frame::MessageCursor cur = r.messages();
-  frame::Message m;
-  ASSERT_TRUE(cur.next(m));
-  rels.update(std::get<frame::Relation>(m));
-}
-
 // One text column of describe_numbered(): name, attribute number, missing value (none when null).
 struct TextColumn {
   std::string name;
@@ -165,11 +146,12 @@ struct TextColumn {
 };
 
 // Describes relid as a version-2 stream does (identities and missing values), taking effect at
-// stream point `at`: an int8 key "id" (attnum 1), then text columns.
+// stream point `at`: an int8 key "id" (attnum 1), then text columns; as a version-1 stream does
+// (no identities) when the text columns have attnum 0.
 void describe_numbered(RelationMap& rels, uint32_t relid, const std::string& name,
                        const std::vector<TextColumn>& text_columns, StreamPoint at) {
   std::vector<frame::Column> cols = {{"id", 20, -1, true}};
-  cols[0].attnum = 1;
+  cols[0].attnum = !text_columns.empty() && text_columns[0].attnum != 0 ? 1 : 0;
   for (const TextColumn& c : text_columns) {
     frame::Column fc{c.name, 25, -1, false};
     fc.attnum = c.attnum;
@@ -192,6 +174,14 @@ void describe_numbered(RelationMap& rels, uint32_t relid, const std::string& nam
   frame::Message m;
   ASSERT_TRUE(cur.next(m));
   rels.update(std::get<frame::Relation>(m), at);
+}
+
+// Records a RELATION (id int8 key, then text columns named extra_names) in rels.
+void describe(RelationMap& rels, uint32_t relid, const std::string& name,
+              const std::vector<std::string>& text_columns) {
+  std::vector<TextColumn> cols;
+  for (const std::string& n : text_columns) cols.push_back({n});
+  describe_numbered(rels, relid, name, cols, {});
 }
 
 // Content of a table as rows id -> texts of the other columns ("NULL" for NULL).
