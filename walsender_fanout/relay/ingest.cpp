@@ -35,7 +35,7 @@ Ingest::Ingest(FrameLog& log, Registry& registry, PublicationQueue& queue, Optio
 
 IngestResult Ingest::log_failed(const std::string& what, const LogStatus& st) {
   IngestResult r{IngestResult::kLogFailed, what + ": " + st.message};
-  if ((st.error == LogError::kIo && posix::is_out_of_space(st.sys_errno))) {
+  if (st.error == LogError::kIo && posix::is_out_of_space(st.sys_errno)) {
     r.kind = IngestResult::kLogBlocked;
     r.sys_errno = st.sys_errno;
     r.path = st.path;

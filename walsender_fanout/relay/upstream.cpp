@@ -58,27 +58,33 @@ bool Upstream::run(const std::atomic<bool>& stop) {
 
 bool Upstream::wait_for_space(const SessionEnd& end, int64_t& delay_ms, std::mt19937_64& rng,
                               const std::atomic<bool>& stop) {
-  delay_ms = delay_ms == 0 ? kLogBlockedMinMs : std::min(delay_ms * 2, kLogBlockedMaxMs);
-  std::uniform_int_distribution<int64_t> jitter(delay_ms / 2, delay_ms + delay_ms / 2);
-  const int64_t wait_ms = jitter(rng);
-  // One line per backoff step (at most one every 5..15 s once at the longest step).
-  log(Level::kWarning, "log_write_blocked",
-      {{"error", std::strerror(end.sys_errno)}, {"path", end.path}, {"detail", end.reason},
-       {"durable", format_lsn(ingest_.position())}, {"retry_in_ms", std::to_string(wait_ms)},
-       {"action", "confirming upstream only what is durable; subscribers still served"}});
-  const Clock::time_point until = Clock::now() + std::chrono::milliseconds(wait_ms);
-  while (!stop.load() && Clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    // Retention may free the space (subscribers acked old segments), and a repair that failed
-    // is tried again before the next session.
-    if (IngestResult r = housekeeping(Clock::now()); r.kind == IngestResult::kLogFailed) {
+  SessionEnd why = end;
+  while (!stop.load()) {
+    delay_ms = delay_ms == 0 ? kLogBlockedMinMs : std::min(delay_ms * 2, kLogBlockedMaxMs);
+    std::uniform_int_distribution<int64_t> jitter(delay_ms / 2, delay_ms + delay_ms / 2);
+    const int64_t wait_ms = jitter(rng);
+    // One line per backoff step (at most one every 5..15 s once at the longest step).
+    log(Level::kWarning, "log_write_blocked",
+        {{"error", std::strerror(why.sys_errno)}, {"path", why.path}, {"detail", why.reason},
+         {"durable", format_lsn(ingest_.position())}, {"retry_in_ms", std::to_string(wait_ms)},
+         {"action", "confirming upstream only what is durable; subscribers still served"}});
+    const Clock::time_point until = Clock::now() + std::chrono::milliseconds(wait_ms);
+    while (!stop.load() && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      // Retention may free the space (subscribers acked old segments).
+      if (IngestResult r = housekeeping(Clock::now()); r.kind == IngestResult::kLogFailed) {
+        log(Level::kError, "log_failed", {{"error", r.message}});
+        return false;
+      }
+    }
+    // A log whose repair failed too (it cut nothing yet) is repaired before the next session.
+    IngestResult r = ingest_.on_disconnect();
+    if (r.ok()) return true;
+    if (r.kind != IngestResult::kLogBlocked) {
       log(Level::kError, "log_failed", {{"error", r.message}});
       return false;
     }
-  }
-  if (IngestResult r = ingest_.on_disconnect(); r.kind == IngestResult::kLogFailed) {
-    log(Level::kError, "log_failed", {{"error", r.message}});
-    return false;
+    why.set_log_failure(r);
   }
   return true;
 }

@@ -64,8 +64,9 @@ class Upstream {
   void save_registry();
   // Retention, registry expiry and saving, at most once a second.
   IngestResult housekeeping(Clock::time_point now);
-  // The log cannot be written (disk full): says so once for this backoff step, repairs the log
-  // and waits; false when the relay must stop (a failure that is not the disk's).
+  // The log cannot be written (disk full): says so once per backoff step, waits (retention goes
+  // on) and repairs the log, until the repair succeeds or stop; false when the relay must stop
+  // (a failure that is not the disk's).
   bool wait_for_space(const SessionEnd& end, int64_t& delay_ms, std::mt19937_64& rng,
                       const std::atomic<bool>& stop);
 
