@@ -669,6 +669,19 @@ struct Applier::Impl {
     return fs::path(config.data_dir) / "shards" / (escape_tenant(shards[i].shard) + ".copied");
   }
 
+  // run_copy(), where a full disk is not waited out (yet): the daemon stops, and a restart
+  // removes the unpublished tenants and copies them again.
+  bool copy(size_t i, const std::atomic<bool>& stop) {
+    const bool ok = run_copy(i, stop);
+    if (disk_full && !fatal) {
+      log(Level::kError, "copy_failed",
+          {{"shard", shards[i].shard}, {"error", std::strerror(disk_full_errno)}, {"detail", disk_full_detail},
+           {"action", "stopping: a restart copies again"}});
+      fatal = true;
+    }
+    return ok && !fatal;
+  }
+
   // Runs shard i's planned copy; false on failure (logged; the daemon stops).
   bool run_copy(size_t i, const std::atomic<bool>& stop) {
     ShardCopy& c = copies[i];
@@ -709,8 +722,8 @@ struct Applier::Impl {
         return true;  // replicated here already (and maybe closed: left so)
       }
       Tenant* t = tenant(key);
-      if (fatal) {
-        why = "cannot open tenant " + std::string(key);
+      if (fatal || disk_full) {
+        why = disk_full ? disk_full_detail : "cannot open tenant " + std::string(key);
         return false;
       }
       if (t == nullptr || (t->copying & shard_bit(i)) == 0) return true;  // replicated here already
@@ -1052,14 +1065,7 @@ bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
   Impl& s = *impl_;
   // Initial copies first: the streams queue what arrives meanwhile.
   for (size_t i = 0; i < s.copies.size() && !s.fatal; ++i) {
-    if (s.copies[i].state == ShardCopy::kPlanned && !s.run_copy(i, stop)) {
-      if (s.disk_full && !s.fatal) {
-        // Not waited out (yet): a restart removes the unpublished tenants and copies them again.
-        log(Level::kError, "copy_failed",
-            {{"shard", s.shards[i].shard}, {"error", std::strerror(s.disk_full_errno)}, {"detail", s.disk_full_detail},
-             {"action", "stopping: a restart copies again"}});
-        s.fatal = true;
-      }
+    if (s.copies[i].state == ShardCopy::kPlanned && !s.copy(i, stop)) {
       if (!s.fatal) break;  // stopped while waiting
     }
   }
@@ -1070,7 +1076,7 @@ bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
   for (;;) {
     // Copies asked for at runtime (resyncs of tenants whose table was rewritten upstream).
     for (size_t i = 0; i < s.copies.size() && !s.fatal && !stop.load(); ++i) {
-      if (s.copies[i].state == ShardCopy::kPlanned) (void)s.run_copy(i, stop);
+      if (s.copies[i].state == ShardCopy::kPlanned) (void)s.copy(i, stop);
     }
     if (s.fatal) break;
     const bool stopping = stop.load();
