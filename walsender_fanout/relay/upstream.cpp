@@ -17,7 +17,8 @@ Upstream::Upstream(const RelayConfig& config, Ingest& ingest, Registry& registry
 bool Upstream::run(const std::atomic<bool>& stop) {
   std::mt19937_64 rng(std::random_device{}());
   int64_t delay_ms = config_.reconnect_min_ms;
-  int64_t blocked_ms = 0;  // the disk-full backoff's current step (0: not blocked)
+  int64_t blocked_ms = 0;        // the disk-full backoff's current step (0: not blocked)
+  uint64_t syncs_blocked = 0;    // the log's syncs when that backoff last waited
   while (!stop.load()) {
     SessionEnd end = config_.upstream.empty() ? run_parent(stop) : run_primary(stop);
     stats_.connected = false;
@@ -34,11 +35,13 @@ bool Upstream::run(const std::atomic<bool>& stop) {
     if (stop.load()) break;
     if (end.blocked) {
       // Nothing beyond the log's durable end was confirmed: upstream sends it again when the
-      // next session starts from there, once there is room.
+      // next session starts from there, once there is room. A new episode (the log synced
+      // since the last wait) starts the backoff from its shortest step.
+      if (ingest_.stats().syncs.load() != syncs_blocked) blocked_ms = 0;
       if (!wait_for_space(end, blocked_ms, rng, stop)) return false;
+      syncs_blocked = ingest_.stats().syncs.load();
       continue;
     }
-    if (!ingest_.stats().log_blocked.load()) blocked_ms = 0;
     if (end.progressed) delay_ms = config_.reconnect_min_ms;
     // Full jitter around the current delay: many relays losing one primary do not return in step.
     std::uniform_int_distribution<int64_t> jitter(delay_ms / 2, delay_ms + delay_ms / 2);
