@@ -8,10 +8,19 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <utility>
 
 namespace edgeshard::posix {
+
+namespace {
+
+// Bytes writes may still store (set_write_budget); kUnlimitedWrites outside fault-injection tests.
+std::atomic<uint64_t> write_budget{kUnlimitedWrites};
+
+}  // namespace
 
 UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
   if (this != &other) {
@@ -88,6 +97,17 @@ int write_all(int fd, std::span<const uint8_t> head, std::span<const uint8_t> bo
       ++first;
       continue;
     }
+    const size_t want = iov[first].iov_len + (first == 0 ? iov[1].iov_len : 0);
+    if (const size_t room = take_write_budget(want); room < want) {
+      // A test's full disk: store what fits, then fail as the kernel would.
+      size_t fits = room;
+      for (int i = first; i < 2 && fits > 0; ++i) {
+        const size_t part = std::min(fits, iov[i].iov_len);
+        if (part > 0 && ::write(fd, iov[i].iov_base, part) != static_cast<ssize_t>(part)) return EIO;
+        fits -= part;
+      }
+      return ENOSPC;
+    }
     const ssize_t n = ::writev(fd, iov + first, 2 - first);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -116,6 +136,19 @@ int fsync_directory(const std::string& dir) noexcept {
 }
 
 std::string errno_text(int err) { return std::strerror(err); }
+
+bool is_out_of_space(int err) noexcept { return err == ENOSPC || err == EDQUOT; }
+
+void set_write_budget(uint64_t bytes) noexcept { write_budget.store(bytes); }
+
+size_t take_write_budget(size_t n) noexcept {
+  uint64_t left = write_budget.load(std::memory_order_relaxed);
+  for (;;) {
+    if (left == kUnlimitedWrites) return n;
+    const uint64_t take = std::min<uint64_t>(left, n);
+    if (write_budget.compare_exchange_weak(left, left - take)) return static_cast<size_t>(take);
+  }
+}
 
 std::string parent_directory(const std::string& path) {
   const size_t slash = path.find_last_of('/');

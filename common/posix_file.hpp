@@ -78,6 +78,20 @@ int fsync_directory(const std::string& dir) noexcept;
 // strerror(err) as a string.
 std::string errno_text(int err);
 
+// Whether err says the file system has no room left (ENOSPC, or EDQUOT: the user's quota): a
+// condition time can heal (space freed), so a daemon backs off and retries rather than exits.
+bool is_out_of_space(int err) noexcept;
+
+// Test seam (fault injection, never set outside tests): a process-wide budget of bytes that the
+// project's file writers may still store before they fail with ENOSPC, as on a disk that fills
+// up. kUnlimitedWrites (the default) turns it off.
+inline constexpr uint64_t kUnlimitedWrites = UINT64_MAX;
+// Sets the budget (kUnlimitedWrites: space is back).
+void set_write_budget(uint64_t bytes) noexcept;
+// Takes up to n bytes from the budget and returns how many of them a write may store; fewer than
+// n means the disk is full after those: the writer stores them and fails with ENOSPC.
+size_t take_write_budget(size_t n) noexcept;
+
 // The directory part of path ("." when it has none), for fsyncing after a rename in it.
 std::string parent_directory(const std::string& path);
 

@@ -106,7 +106,8 @@ ES_API const char *es_row_json(const es_row *row);
 /* Freshness of the replica for each shard it follows: fills up to cap entries, returns how many. */
 ES_API size_t es_freshness_get(es_replica *r, es_freshness *out, size_t cap);
 /* Waits until the write behind bookmark (text of edgeshard.bookmark() on the primary) is readable
- * here, or timeout_ms passes (ES_TIMEOUT). */
+ * here, or timeout_ms passes (ES_TIMEOUT). Also on a handle whose es_open said ES_NOT_PUBLISHED:
+ * a tenant not on this edge yet is waited for until it appears and reaches the bookmark. */
 ES_API es_status es_wait_for(es_replica *r, const char *bookmark, int timeout_ms);
 /* Checks every block and file checksum of the current snapshot (slow: reads everything). */
 ES_API es_status es_verify(es_replica *r);

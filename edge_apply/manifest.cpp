@@ -4,6 +4,7 @@
 #include "common/frame_format.hpp"
 #include "common/lsn.hpp"
 #include "edge_apply/tenant_text.hpp"
+#include "common/posix_file.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -45,6 +46,11 @@ std::string checksum_line(std::string_view body) {
 
 // Writes all of data to fd.
 bool write_all(int fd, std::string_view data) {
+  if (const size_t room = posix::take_write_budget(data.size()); room < data.size()) {
+    if (room > 0 && ::write(fd, data.data(), room) < 0) return false;
+    errno = ENOSPC;  // a test's full disk (common/posix_file.hpp)
+    return false;
+  }
   while (!data.empty()) {
     const ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0 && errno == EINTR) continue;
@@ -169,26 +175,33 @@ bool decode_manifest(std::string_view text, Manifest& out, std::string& why) {
   return true;
 }
 
-bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::string& why, bool sync) {
+bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::string& why, bool sync,
+                    int* sys_errno) {
+  int unused = 0;
+  int& err = sys_errno != nullptr ? *sys_errno : unused;
   const std::string text = encode_manifest(m);
   const std::filesystem::path tmp = dir / "manifest.tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
+    err = errno;
     why = "could not create " + tmp.string() + ": " + errno_text();
     return false;
   }
   const bool ok = write_all(fd, text) && (!sync || ::fsync(fd) == 0);
-  const std::string err = errno_text();
+  err = errno;
   ::close(fd);
   if (!ok) {
-    why = "could not write " + tmp.string() + ": " + err;
+    why = "could not write " + tmp.string() + ": " + std::strerror(err);
     return false;
   }
   if (::rename(tmp.c_str(), (dir / "manifest").c_str()) != 0) {
+    err = errno;
     why = "could not put the manifest in place in " + dir.string() + ": " + errno_text();
     return false;
   }
-  return !sync || fsync_directory(dir, why);
+  if (!sync || fsync_directory(dir, why)) return true;
+  err = errno;
+  return false;
 }
 
 bool read_manifest(const std::filesystem::path& dir, Manifest& out, std::string& why) {

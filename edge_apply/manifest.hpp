@@ -56,9 +56,11 @@ bool decode_manifest(std::string_view text, Manifest& out, std::string& why);
 // fsyncs a directory so that the renames and unlinks in it are durable; false with why.
 bool fsync_directory(const std::filesystem::path& dir, std::string& why);
 
-// Writes dir/manifest atomically and durably; false with why on an I/O error. With sync false
-// the rename is atomic but nothing is fsynced: the caller makes it durable (syncfs).
-bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::string& why, bool sync = true);
+// Writes dir/manifest atomically and durably; false with why on an I/O error (and the failed
+// call's errno in *sys_errno when given: ENOSPC for a full disk). With sync false the rename is
+// atomic but nothing is fsynced: the caller makes it durable (syncfs).
+bool write_manifest(const std::filesystem::path& dir, const Manifest& m, std::string& why, bool sync = true,
+                    int* sys_errno = nullptr);
 
 // Reads dir/manifest; false with why when it is missing or damaged.
 bool read_manifest(const std::filesystem::path& dir, Manifest& out, std::string& why);

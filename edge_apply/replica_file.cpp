@@ -1,6 +1,8 @@
 // Replica file writer and reader (replica_file.hpp; byte layout in FORMAT.md).
 #include "edge_apply/replica_file.hpp"
 
+#include "common/posix_file.hpp"
+
 #include "common/frame_codec.hpp"
 
 #define XXH_STATIC_LINKING_ONLY
@@ -238,6 +240,12 @@ const char* check_attributes(const Table& table) noexcept {
 
 // Writes all of data to fd at its current position, retrying short writes and EINTR.
 bool write_all(int fd, const uint8_t* data, size_t n) noexcept {
+  if (const size_t room = posix::take_write_budget(n); room < n) {
+    // A test's full disk (common/posix_file.hpp): store what fits, then fail as the kernel would.
+    if (room > 0 && ::write(fd, data, room) < 0) return false;
+    errno = ENOSPC;
+    return false;
+  }
   while (n > 0) {
     const ssize_t w = ::write(fd, data, n);
     if (w < 0) {

@@ -61,7 +61,11 @@ TenantReplica& TenantReplica::operator=(TenantReplica&&) noexcept = default;
 
 ReplicaStatus TenantReplica::open(const std::filesystem::path& data_dir, std::string_view tenant) {
   data_dir_ = data_dir;
+  tenant_ = std::string(tenant);
   dir_ = tenant_dir(data_dir, tenant);
+  head_ = HeadReader();  // opened again (wait_for() retries open())
+  snapshot_.reset();
+  generation_ = 0;
   std::string why;
   if (!head_.open(dir_, why)) {
     return {ReplicaStatus::kNotPublished, "tenant " + std::string(tenant) + " has no replica here (" + why + ")"};
@@ -317,19 +321,40 @@ ReplicaStatus TenantReplica::wait_for(std::string_view bookmark, std::chrono::mi
   for (;;) {
     ShardPosition pos;
     bool followed = false;
-    if (ReplicaStatus st = position_of(shard, pos, followed); !st.ok()) return st;
-    if (!followed) {
+    // Not here yet (no directory, an initial copy running, or a new replica that follows no
+    // shard yet): the tenant may appear at any moment; poll it like a position.
+    std::string absent;
+    ReplicaStatus st = open_if_absent();
+    if (st.ok()) st = position_of(shard, pos, followed);
+    if (st.kind == ReplicaStatus::kNotPublished) {
+      absent = st.message;
+    } else if (!st.ok()) {
+      return st;
+    } else if (!followed && !snapshot_->manifest.shards.empty()) {
       return {ReplicaStatus::kInvalid, "this replica does not follow shard \"" + std::string(shard) + "\""};
+    } else if (!followed) {
+      absent = "tenant " + tenant_ + " follows no shard here yet";
+    } else if (pos.applied >= lsn) {
+      // Every transaction below `applied` is in the files; the bookmark's commit is below it.
+      return {};
     }
-    // Every transaction below `applied` is in the files; the bookmark's commit is below it.
-    if (pos.applied >= lsn) return {};
     if (std::chrono::steady_clock::now() >= deadline) {
+      if (!absent.empty()) {
+        return {ReplicaStatus::kTimeout, "timed out waiting for bookmark " + std::string(bookmark) + ": " + absent};
+      }
       return {ReplicaStatus::kTimeout, "shard " + std::string(shard) + " applied up to " +
                                            format_lsn(pos.applied) + ", bookmark " + format_lsn(lsn)};
     }
     std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+    // A tenant not here is polled less often (it takes at least a flush interval to appear).
+    pause = std::min(pause * 2, std::chrono::microseconds(absent.empty() ? 5000 : 20000));
   }
+}
+
+ReplicaStatus TenantReplica::open_if_absent() {
+  if (snapshot_) return {};
+  if (tenant_.empty()) return {ReplicaStatus::kInvalid, "the replica was never opened"};
+  return open(data_dir_, tenant_);
 }
 
 ReplicaStatus TenantReplica::verify() const {

@@ -114,7 +114,9 @@ class TenantReplica {
   ReplicaStatus freshness(std::vector<ShardPosition>& out);
 
   // Parses a bookmark of edgeshard.bookmark() ("shard/X/X") and waits, refreshing, until this
-  // replica has applied that shard past it; kTimeout after timeout.
+  // replica has applied that shard past it; kTimeout after timeout. A tenant that has no
+  // published replica here yet (open() said kNotPublished: no directory, being copied, or not
+  // following any shard yet) is waited for too: polled until it appears and reaches the bookmark.
   ReplicaStatus wait_for(std::string_view bookmark, std::chrono::milliseconds timeout);
 
   // Checks every file of the snapshot completely (replica::ReplicaFile::verify).
@@ -134,7 +136,12 @@ class TenantReplica {
   // The shard's position file, mapped on first use (nullptr while it does not exist).
   const ShardPositionReader* shard_file(std::string_view shard);
 
+  // wait_for() while the tenant has no published replica here: opens it when it appears;
+  // kNotPublished while it has not (yet).
+  ReplicaStatus open_if_absent();
+
   std::filesystem::path data_dir_;
+  std::string tenant_;  // as given to open(), for wait_for() on a tenant not here yet
   std::map<std::string, ShardPositionReader, std::less<>> shard_files_;
   std::filesystem::path dir_;
   HeadReader head_;

@@ -1,6 +1,7 @@
 // TenantWriter: applies frame groups to a pending set, publishes deltas and manifests, compacts.
 #include "edge_apply/tenant_writer.hpp"
 
+#include "common/posix_file.hpp"
 #include "edge_apply/key_codec.hpp"
 #include "edge_apply/row_projection.hpp"
 #include "edge_apply/tenant_replica.hpp"
@@ -99,7 +100,7 @@ WriterStatus guarded(Fn&& fn) {
 // A replica::Status turned into a WriterStatus.
 WriterStatus file_status(const replica::Status& st, const std::string& path) {
   return {st.code == replica::Code::kIo ? WriterStatus::kIo : WriterStatus::kCorrupt,
-          replica::describe(st, path)};
+          replica::describe(st, path), st.sys_errno};
 }
 
 // One pending change: the newest row (or tombstone) of (table, key) not yet in a file. Owned by
@@ -227,6 +228,8 @@ struct TenantWriter::Impl {
   // Publishes m (manifest, then head); on failure the writer fails for good.
   WriterStatus publish(const Manifest& m, bool sync = true);
   std::optional<LiveFile> staged;  // the delta of stage_files(), until publish_staged()
+  // Removes the staged delta (a round that cannot complete); pending rows stay pending.
+  void abandon_staged();
   // Removes files of the directory that the manifest does not list.
   void remove_orphans();
 };
@@ -246,8 +249,7 @@ WriterStatus TenantWriter::open_unguarded(const fs::path& data_dir, std::string_
   s.next_sequence = std::max<uint64_t>(options.first_sequence, 1);
   std::error_code ec;
   fs::create_directories(s.dir, ec);
-  if (ec)
-    return fail(WriterStatus::kIo, "could not create " + s.dir.string() + ": " + ec.message());
+  if (ec) return {WriterStatus::kIo, "could not create " + s.dir.string() + ": " + ec.message(), ec.value()};
   std::string why;
   if (fs::exists(s.dir / "manifest", ec)) {
     if (!read_manifest(s.dir, s.manifest, why)) return fail(WriterStatus::kCorrupt, why);
@@ -261,12 +263,12 @@ WriterStatus TenantWriter::open_unguarded(const fs::path& data_dir, std::string_
     s.manifest.generation = 1;
     s.manifest.tenant = s.tenant;
     s.manifest.published = options.start_published;
-    if (!write_manifest(s.dir, s.manifest, why)) return fail(WriterStatus::kIo, why);
+    if (int err = 0; !write_manifest(s.dir, s.manifest, why, true, &err)) return {WriterStatus::kIo, why, err};
   }
   // The head file only once a manifest is in place: a reader that finds the head reads the
   // manifest (without it, a new tenant is "no replica here", not a corrupt one). After a crash
   // the head may lag the manifest: store its generation again.
-  if (!s.head.open(s.dir, why)) return fail(WriterStatus::kIo, why);
+  if (!s.head.open(s.dir, why)) return {WriterStatus::kIo, why, errno};
   s.head.publish(s.manifest.generation);
   for (const FileEntry& e : s.manifest.files) {
     LiveFile lf;
@@ -379,7 +381,15 @@ WriterStatus TenantWriter::adopt(TenantWriter& staging) {
   }
   next.shards.clear();
   for (const auto& [name, p] : positions) next.shards.push_back(p);
-  if (WriterStatus st = s.publish(next, true); !st.ok()) return st;
+  if (WriterStatus st = s.publish(next, true); !st.ok()) {
+    // Out of space with the old manifest in place: the files go back, so adopt() can run again.
+    if (!s.failed) {
+      for (const LiveFile& lf : from.files) {
+        (void)::rename((s.dir / lf.entry.name).c_str(), (from.dir / lf.entry.name).c_str());
+      }
+    }
+    return st;
+  }
   // 3. The old files go (readers that map them keep reading them), the staging replica too.
   const fs::path data_dir = s.data_dir;
   const std::string tenant = s.tenant;
@@ -934,7 +944,7 @@ WriterStatus write_replica_file(const fs::path& dir, const std::string& tenant, 
     if (st.ok()) st = w.finish();
     if (!st.ok()) {
       return {st.code == replica::Code::kIo ? WriterStatus::kIo : WriterStatus::kFailed,
-              replica::describe(st, tmp.string())};
+              replica::describe(st, tmp.string()), st.sys_errno};
     }
     entry.kind = kind == replica::FileKind::kBase ? FileKind::kBase : FileKind::kDelta;
     entry.name = name;
@@ -945,12 +955,13 @@ WriterStatus write_replica_file(const fs::path& dir, const std::string& tenant, 
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
     fs::remove(tmp, ec);
-    return fail(WriterStatus::kIo, "could not rename " + tmp.string() + ": " + errno_text(e));
+    return {WriterStatus::kIo, "could not rename " + tmp.string() + ": " + errno_text(e), e};
   }
   std::string why;
   if (sync && !fsync_directory(dir, why)) {
+    const int e = errno;
     fs::remove(path, ec);
-    return fail(WriterStatus::kIo, why);
+    return {WriterStatus::kIo, why, e};
   }
   return {};
 }
@@ -976,10 +987,19 @@ WriterStatus TenantWriter::Impl::write_file(
 
 WriterStatus TenantWriter::Impl::publish(const Manifest& m, bool sync) {
   std::string why;
-  if (!write_manifest(dir, m, why, sync)) {
-    // The rename may or may not have happened: only a reopen knows which manifest is in place.
-    failed = true;
-    return fail(WriterStatus::kIo, why);
+  int err = 0;
+  if (!write_manifest(dir, m, why, sync, &err)) {
+    // Out of space before the rename (the temp file could not be written): the previous manifest
+    // is in place, as the one on disk shows, and the writer goes on. Otherwise the rename may or
+    // may not have happened: only a reopen knows which manifest is in place.
+    Manifest on_disk;
+    std::string unused;
+    if (!posix::is_out_of_space(err) || !read_manifest(dir, on_disk, unused) ||
+        on_disk.generation != manifest.generation) {
+      failed = true;
+      return fail(WriterStatus::kIo, why);
+    }
+    return {WriterStatus::kIo, why, err};
   }
   head.publish(m.generation);
   manifest = m;
@@ -1039,12 +1059,29 @@ WriterStatus TenantWriter::Impl::publish_staged(bool sync) {
 
 WriterStatus TenantWriter::Impl::flush_impl() {
   if (WriterStatus st = stage_files(true, nullptr); !st.ok()) return st;
-  return publish_staged(true);
+  WriterStatus st = publish_staged(true);
+  if (!st.ok() && !failed) abandon_staged();  // out of space: the next flush stages again
+  return st;
 }
+
+void TenantWriter::Impl::abandon_staged() {
+  if (!staged) return;
+  const fs::path path = dir / staged->entry.name;
+  staged.reset();  // unmapped before it goes
+  std::error_code ec;
+  fs::remove(path, ec);  // listed nowhere: open() would remove it too
+}
+
+bool WriterStatus::out_of_space() const noexcept {
+  return kind == kIo && posix::is_out_of_space(sys_errno);
+}
+
+void TenantWriter::abandon_flush() { impl_->abandon_staged(); }
 
 WriterStatus TenantWriter::flush() {
   return guarded([&] { return impl_->flush_impl(); });
 }
+
 
 WriterStatus TenantWriter::stage_flush(bool* wrote_file) {
   return guarded([&] { return impl_->stage_files(false, wrote_file); });
@@ -1265,22 +1302,29 @@ WriterStatus TenantWriter::finish_compaction_unguarded(std::unique_ptr<Compactio
   Manifest next = s.manifest;
   next.generation = s.manifest.generation + 1;
   next.files.clear();
+  bool placed = false;
+  for (const LiveFile& lf : s.files) {
+    if (merged.count(lf.entry.name) == 0) {
+      next.files.push_back(lf.entry);
+    } else if (!placed) {
+      next.files.push_back(base.entry);
+      placed = true;
+    }
+  }
+  // On failure (a full disk) the writer's files are untouched and the job still owns the new
+  // base: its destructor removes it.
+  if (WriterStatus st = s.publish(next); !st.ok()) return st;
+  c.base = FileEntry{};  // installed: the job no longer owns it
   std::vector<LiveFile> files;
   std::vector<LiveFile> old;
   for (LiveFile& lf : s.files) {
     if (merged.count(lf.entry.name) != 0) {
-      if (old.empty()) {
-        next.files.push_back(base.entry);
-        files.push_back(std::move(base));
-      }
+      if (old.empty()) files.push_back(std::move(base));
       old.push_back(std::move(lf));
     } else {
-      next.files.push_back(lf.entry);
       files.push_back(std::move(lf));
     }
   }
-  c.base = FileEntry{};  // installed: the job no longer owns it
-  if (WriterStatus st = s.publish(next); !st.ok()) return st;
   s.files = std::move(files);
   // The old files are no longer listed: remove them (readers mapping them keep reading).
   std::error_code ec;

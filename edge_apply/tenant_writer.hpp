@@ -50,9 +50,17 @@ struct WriterStatus {
   };
   Kind kind = kOk;
   std::string message;
+  int sys_errno = 0;  // kIo: errno of the failed call, when known
+
+  WriterStatus() = default;
+  // A status of kind k saying why (err: the failed call's errno).
+  WriterStatus(Kind k, std::string why, int err = 0) : kind(k), message(std::move(why)), sys_errno(err) {}
 
   // Whether the call succeeded.
   bool ok() const noexcept { return kind == kOk; }
+  // Whether it failed for lack of space (ENOSPC, EDQUOT) and left the writer usable: nothing
+  // visible changed, pending rows are still pending; retry once there is room.
+  bool out_of_space() const noexcept;
 };
 
 // A compaction taken out of its TenantWriter (start_compaction()) so that the merge can run on
@@ -153,7 +161,9 @@ class TenantWriter {
   void set_published(bool published);
 
   // Publishes pending rows (one delta file) and positions (a new manifest, then the head file).
-  // Nothing is written when nothing changed. On an I/O error the writer fails for good: reopen.
+  // Nothing is written when nothing changed. On an I/O error the writer fails for good (reopen),
+  // except when it is out_of_space(): then the previous manifest is still the published one, the
+  // pending rows stay pending and flush() may simply be called again.
   WriterStatus flush();
 
   // flush() in two steps for a caller that makes many tenants durable at once: stage_flush()
@@ -164,6 +174,10 @@ class TenantWriter {
   // manifest (unlisted files are removed at open). Nothing may be applied in between.
   WriterStatus stage_flush(bool* wrote_file = nullptr);
   WriterStatus publish_flush();
+  // Gives up a staged flush whose round cannot complete (a full disk): the staged delta, listed
+  // nowhere, is removed; pending rows stay pending for the next stage_flush(). Nothing published
+  // changes. A no-op when nothing is staged.
+  void abandon_flush();
 
   // Whether rows (or a table's new description) are pending.
   bool has_pending() const noexcept;

@@ -3,6 +3,7 @@
 
 #include "common/frame_reader.hpp"
 #include "common/lsn.hpp"
+#include "common/posix_file.hpp"
 #include "edge_apply/daemon/compactor.hpp"
 #include "edge_apply/daemon/copy_snapshot.hpp"
 #include "edge_apply/daemon/initial_copy.hpp"
@@ -24,8 +25,10 @@
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
 #include <span>
 #include <thread>
@@ -86,22 +89,39 @@ struct ShardCopy {
 // Bit of shard index i in Tenant::copying.
 uint64_t shard_bit(size_t i) { return uint64_t{1} << i; }
 
-// Writes `text` to path atomically and durably (temp, fsync, rename, fsync dir); false with why.
-bool write_file_durably(const fs::path& path, const std::string& text, std::string& why) {
+// Writes `text` to path atomically and durably (temp, fsync, rename, fsync dir); false with why
+// (and the failed call's errno in *err: ENOSPC for a full disk, the temp file then removed).
+bool write_file_durably(const fs::path& path, const std::string& text, std::string& why, int* err = nullptr) {
+  int unused = 0;
+  int& e = err != nullptr ? *err : unused;
   const fs::path tmp = path.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    why = "cannot create " + tmp.string() + ": " + std::strerror(errno);
+    e = errno;
+    why = "cannot create " + tmp.string() + ": " + std::strerror(e);
     return false;
   }
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  const ssize_t n = ::write(fd, text.data(), text.size());
+  bool ok = n == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  e = n >= 0 && n < static_cast<ssize_t>(text.size()) ? ENOSPC : errno;  // a short write: no room
   ::close(fd);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    why = "cannot write " + path.string() + ": " + std::strerror(errno);
+  if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) {
+    ok = false;
+    e = errno;
+  }
+  if (!ok) {
+    why = "cannot write " + path.string() + ": " + std::strerror(e);
+    ::unlink(tmp.c_str());
     return false;
   }
-  return fsync_directory(path.parent_path(), why);
+  if (fsync_directory(path.parent_path(), why)) return true;
+  e = errno;
+  return false;
 }
+
+// Backoff while writes fail for lack of space: 100 ms doubling to 10 s, jittered.
+constexpr int64_t kDiskFullMinMs = 100;
+constexpr int64_t kDiskFullMaxMs = 10000;
 
 // What the applier knows of a shard's stream.
 struct StreamPosition {
@@ -151,6 +171,12 @@ struct Applier::Impl {
   std::set<std::string> recopy;  // tenants whose copy never published, removed at start-up
   std::vector<Manifest> closed_start;  // manifests of the tenants left closed at start-up
   bool fatal = false;
+  bool disk_full = false;           // the last attempt ran out of space: back off, then retry it
+  int disk_full_errno = 0;          // its first failure: errno, where, what
+  std::string disk_full_during;
+  std::string disk_full_detail;
+  bool manifests_unsynced = false;  // a round abandoned after some manifests were replaced
+  std::mt19937_64 rng{std::random_device{}()};
   frame::Reader reader;
 
   Impl(const ApplyConfig& c, std::deque<ShardState>& s, EventQueue& q)
@@ -166,13 +192,39 @@ struct Applier::Impl {
   // Whether this edge serves tenant key.
   bool serves(std::string_view key) const { return all_tenants || served.count(std::string(key)) > 0; }
 
-  // Handles a writer failure of tenant t: I/O errors are fatal (the daemon exits; a restart
-  // resumes from the manifests), anything else marks the tenant broken. Returns false if fatal.
+  // Records a write that failed for lack of space (the first of an attempt is the one logged);
+  // returns false, for the callers' "stop this attempt" paths.
+  bool out_of_space(const std::string& during, int err, const std::string& detail) {
+    stats.disk_full_errors.fetch_add(1);
+    if (!disk_full) {
+      disk_full = true;
+      disk_full_errno = err;
+      disk_full_during = during;
+      disk_full_detail = detail;
+    }
+    return false;
+  }
+
+  // Handles a writer failure of tenant t: a full disk is waited out (the attempt is given up
+  // and retried later, nothing is lost), other I/O errors are fatal (the daemon exits; a restart
+  // resumes from the manifests), anything else marks the tenant broken. Returns false if the
+  // caller must stop (fatal, or out of space).
   bool failed(Tenant& t, const WriterStatus& st, const char* what) {
+    if (st.out_of_space()) return out_of_space(std::string(what) + " of tenant " + t.key, st.sys_errno, st.message);
     if (st.kind == WriterStatus::kIo || st.kind == WriterStatus::kFailed) {
       log(Level::kError, "apply_failed",
           {{"tenant", t.key}, {"during", what}, {"kind", kind_name(st.kind)}, {"error", st.message},
            {"action", "stopping: a restart resumes from the manifests"}});
+      fatal = true;
+      return false;
+    }
+    // Readers must stop taking the shard position files as this tenant's freshness: the marker
+    // comes first (on a full disk the event is applied again, and so fails and marks again).
+    std::string why;
+    int err = 0;
+    if (!write_file_durably(tenant_dir(config.data_dir, t.key) / "broken", std::string(what) + ": " + st.message + "\n", why, &err)) {
+      if (posix::is_out_of_space(err)) return out_of_space("broken marker of tenant " + t.key, err, why);
+      log(Level::kError, "apply_failed", {{"tenant", t.key}, {"error", why}, {"action", "stopping"}});
       fatal = true;
       return false;
     }
@@ -183,13 +235,6 @@ struct Applier::Impl {
       t.staging.reset();
       std::error_code ec;
       fs::remove_all(dir, ec);
-    }
-    // Readers must stop taking the shard position files as this tenant's freshness.
-    std::string why;
-    if (!write_file_durably(tenant_dir(config.data_dir, t.key) / "broken", std::string(what) + ": " + st.message + "\n", why)) {
-      log(Level::kError, "apply_failed", {{"tenant", t.key}, {"error", why}, {"action", "stopping"}});
-      fatal = true;
-      return false;
     }
     if (t.copying != 0) stats.tenants_copying.fetch_sub(1);
     t.copying = 0;
@@ -297,9 +342,13 @@ struct Applier::Impl {
       if (t->copying != 0) stats.tenants_copying.fetch_add(1);
       WriterStatus st = t->writer.open(config.data_dir, key, options);
       it = tenants.emplace(t->key, std::move(t)).first;
-      if (!st.ok()) {
-        failed(*it->second, st, "open");
-      } else {
+      if (!st.ok() && !failed(*it->second, st, "open") && disk_full) {
+        // Nothing kept: the change that wanted the tenant comes again once there is room.
+        if (it->second->copying != 0) stats.tenants_copying.fetch_sub(1);
+        tenants.erase(it);
+        return nullptr;
+      }
+      if (st.ok()) {
         it->second->open = true;
         lru.push_back(*it->second);
         stats.tenants.fetch_add(1);
@@ -335,7 +384,7 @@ struct Applier::Impl {
       if (in_copy(*t, i, commit_lsn, xid)) continue;
       Tenant* tt = shard_tenant(*t, i);
       if (tt == nullptr) {
-        if (fatal) return false;
+        if (fatal || disk_full) return false;
         continue;
       }
       TenantWriter& w = tt->active();
@@ -366,16 +415,17 @@ struct Applier::Impl {
     if (config.primary_of(shards[i].shard).empty()) {
       failed(t, {WriterStatus::kBadMessage, reason + "; no primary is set for shard " + shards[i].shard + " to copy it from"},
              "resync");
-      return !fatal;
+      return !fatal && !disk_full;
     }
     std::string why;
-    if (!write_file_durably(resync_marker(t.key), reason + "\n", why)) {
+    if (int err = 0; !write_file_durably(resync_marker(t.key), reason + "\n", why, &err)) {
+      if (posix::is_out_of_space(err)) return out_of_space("resync marker of tenant " + t.key, err, why);
       log(Level::kError, "apply_failed", {{"tenant", t.key}, {"error", why}, {"action", "stopping"}});
       fatal = true;
       return false;
     }
     if (!t.staging) {
-      if (!fresh_staging(t)) return !fatal;
+      if (!fresh_staging(t)) return !fatal && !disk_full;
       t.writer.drop_pending();  // the copy has those changes; readers keep what is published
       stats.resyncs.fetch_add(1);
     }
@@ -476,6 +526,10 @@ struct Applier::Impl {
     if (has_relation) {
       std::string why;
       if (!relation_stores[ev.shard].add(commit_lsn, seq, bytes, why)) {
+        if (const int err = relation_stores[ev.shard].last_errno(); posix::is_out_of_space(err)) {
+          out_of_space("relations of shard " + shards[ev.shard].shard, err, why);  // applied again
+          return;
+        }
         log(Level::kError, "apply_failed", {{"shard", shards[ev.shard].shard}, {"error", why}});
         fatal = true;
         return;
@@ -490,7 +544,7 @@ struct Applier::Impl {
         if (in_copy(*t, ev.shard, commit_lsn, xid)) continue;  // its copy has the new columns
         Tenant* tt = shard_tenant(*t, ev.shard);
         if (tt == nullptr) {
-          if (fatal) return;
+          if (fatal || disk_full) return;  // out of space: the event is applied again
           continue;
         }
         bool changed = false;
@@ -507,7 +561,7 @@ struct Applier::Impl {
       for (auto& [key, t] : tenants) {
         if (in_copy(*t, ev.shard, commit_lsn, xid)) continue;
         if (shard_tenant(*t, ev.shard) == nullptr) {
-          if (fatal) return;
+          if (fatal || disk_full) return;  // out of space: the event is applied again
           continue;
         }
         WriterStatus st = t->active().apply_truncate(shards[ev.shard].shard, relations[ev.shard], relids, commit_lsn);
@@ -555,6 +609,8 @@ struct Applier::Impl {
         sp.upstream_time_us = ev.relay_time_us;
         break;
     }
+    // Out of space: the event did not (all) apply; it is applied again, its position moves then.
+    if (disk_full || fatal) return;
     // A frame of key K: every transaction below K is complete; a KEEPALIVE at P: below P.
     sp.position = std::max(sp.position, ev.key);
     ShardCopy& c = copies[ev.shard];
@@ -586,25 +642,32 @@ struct Applier::Impl {
   // for no other copy.
   void finish_copy(size_t i) {
     ShardCopy& c = copies[i];
-    c.state = ShardCopy::kDone;
     size_t published = 0;
     for (auto& [key, t] : tenants) {
       if (t->broken || !t->open || (t->copying & shard_bit(i)) == 0) continue;
       // Asked to resync while this copy ran (a table rewritten after its snapshot): it waits for
       // the next copy.
       if (t->recopy) continue;
-      t->copying &= ~shard_bit(i);
-      if (t->copying != 0) continue;
-      stats.tenants_copying.fetch_sub(1);
-      advance_to_streams(t->active());
-      if (t->staging) continue;  // a resync: adopted after the next flush round (adopt_resynced)
-      t->writer.set_published(true);
-      if (WriterStatus st = t->writer.flush(); !st.ok()) {
-        if (!failed(*t, st, "publish")) return;
+      if (t->copying != shard_bit(i)) {
+        t->copying &= ~shard_bit(i);  // still waits for another shard's copy
         continue;
       }
+      advance_to_streams(t->active());
+      if (t->staging) {  // a resync: adopted after the next flush round (adopt_resynced)
+        t->copying = 0;
+        stats.tenants_copying.fetch_sub(1);
+        continue;
+      }
+      t->writer.set_published(true);
+      if (WriterStatus st = t->writer.flush(); !st.ok()) {
+        if (!failed(*t, st, "publish")) return;  // out of space: finished when applied again
+        continue;
+      }
+      t->copying = 0;
+      stats.tenants_copying.fetch_sub(1);
       ++published;
     }
+    c.state = ShardCopy::kDone;
     log(Level::kInfo, "copy_published",
         {{"shard", shards[i].shard}, {"position", format_lsn(streams[i].position)},
          {"end_lsn", format_lsn(c.end_lsn)}, {"tenants_published", std::to_string(published)}});
@@ -619,9 +682,13 @@ struct Applier::Impl {
   }
 
   // Makes everything written under data_dir durable (syncfs: one call for all the files of a
-  // round); false (fatal, logged) on an error.
-  bool sync_data_dir(const char* what) {
+  // round); false (fatal, logged) on an error. With files_only (nothing written is listed by a
+  // manifest yet) a lack of space is waited out instead: the files are removed and written again.
+  bool sync_data_dir(const char* what, bool files_only = false) {
     if (::syncfs(data_dir_fd) != 0) {
+      if (files_only && posix::is_out_of_space(errno)) {
+        return out_of_space(std::string("sync of ") + what, errno, std::strerror(errno));
+      }
       log(Level::kError, "apply_failed",
           {{"during", std::string("sync of ") + what}, {"error", std::strerror(errno)},
            {"action", "stopping: a restart resumes from the manifests"}});
@@ -642,6 +709,13 @@ struct Applier::Impl {
       Tenant& t = *it->second;
       bool compacted = false;
       if (WriterStatus st = t.writer.finish_compaction(std::move(job.second), &compacted); !st.ok()) {
+        if (st.out_of_space()) {
+          // Nothing changed (the merged base is removed): a later flush starts another one.
+          stats.disk_full_errors.fetch_add(1);
+          log(Level::kWarning, "compaction_deferred",
+              {{"tenant", t.key}, {"error", std::strerror(st.sys_errno)}, {"detail", st.message}});
+          continue;
+        }
         if (!failed(t, st, "compact")) return false;
         continue;
       }
@@ -653,6 +727,19 @@ struct Applier::Impl {
   // Path of the marker saying shard i's copy of every tenant completed (`tenants` = all).
   fs::path copied_marker(size_t i) const {
     return shard_file_path(config.data_dir, shards[i].shard, ".copied");
+  }
+
+  // run_copy(), where a full disk is not waited out (yet): the daemon stops, and a restart
+  // removes the unpublished tenants and copies them again.
+  bool copy(size_t i, const std::atomic<bool>& stop) {
+    const bool ok = run_copy(i, stop);
+    if (disk_full && !fatal) {
+      log(Level::kError, "copy_failed",
+          {{"shard", shards[i].shard}, {"error", std::strerror(disk_full_errno)}, {"detail", disk_full_detail},
+           {"action", "stopping: a restart copies again"}});
+      fatal = true;
+    }
+    return ok && !fatal;
   }
 
   // Runs shard i's planned copy; false on failure (logged; the daemon stops).
@@ -706,16 +793,17 @@ struct Applier::Impl {
       }
       for_tenant(key, "copy", [&] {
         Tenant* t = tenant(key);
-        if (fatal || t == nullptr || (t->copying & shard_bit(i)) == 0) return;  // replicated here already
+        if (fatal || disk_full || t == nullptr || (t->copying & shard_bit(i)) == 0) return;  // replicated here already
         with_rows.insert(t);
         std::vector<std::span<const uint8_t>> spans(frames.begin(), frames.end());
         if (WriterStatus st = t->active().apply_copy(c.relations, spans); !st.ok()) {
           failed(*t, st, "copy");
-          if (fatal) why = st.message;
+          if (fatal || disk_full) why = st.message;
         }
       });
+      if (disk_full && why.empty()) why = disk_full_detail;
       if (fatal && why.empty()) why = "cannot open tenant " + std::string(key);
-      return !fatal;
+      return !fatal && !disk_full;
     };
     CopyOutcome outcome;
     std::string why;
@@ -781,6 +869,45 @@ struct Applier::Impl {
     return true;
   }
 
+  // Gives up a flush round that ran out of space (or failed): staged deltas are removed, so the
+  // rows stay pending for the next round; manifests already replaced (published) are synced by
+  // the next round before any ack. Returns false.
+  bool abandon_round(const std::vector<Tenant*>& round, bool published_some) {
+    for (Tenant* t : round) t->active().abandon_flush();
+    manifests_unsynced = manifests_unsynced || published_some;
+    return false;
+  }
+
+  // After an attempt that ran out of space: backs off (one log line per step, with the OS's
+  // words), then runs attempt again, until it succeeds; false when stop came first or a fatal
+  // error ended it. The applier takes no other event meanwhile.
+  bool ride_out_disk_full(const std::atomic<bool>& stop, const std::function<bool()>& attempt) {
+    int64_t delay_ms = 0;
+    while (disk_full && !fatal) {
+      delay_ms = delay_ms == 0 ? kDiskFullMinMs : std::min(delay_ms * 2, kDiskFullMaxMs);
+      std::uniform_int_distribution<int64_t> jitter(delay_ms / 2, delay_ms + delay_ms / 2);
+      const int64_t wait_ms = jitter(rng);
+      stats.disk_full = 1;
+      log(Level::kWarning, "disk_full",
+          {{"error", std::strerror(disk_full_errno)}, {"during", disk_full_during}, {"detail", disk_full_detail},
+           {"retry_in_ms", std::to_string(wait_ms)},
+           {"action", "keeping the published replicas and the acks, retrying"}});
+      const auto until = Clock::now() + std::chrono::milliseconds(wait_ms);
+      while (Clock::now() < until) {
+        if (stop.load()) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      disk_full = false;
+      if (!attempt() && !disk_full) return false;
+    }
+    if (fatal) return false;
+    if (delay_ms != 0) {
+      stats.disk_full = 0;
+      log(Level::kInfo, "disk_space_back", {{"during", disk_full_during}});
+    }
+    return true;
+  }
+
   // Publishes every tenant with pending rows, and tenants whose position moved when their
   // position flush is due (or `final`); then moves each shard's ack to the smallest position all
   // its tenants made durable. False on a fatal error.
@@ -804,7 +931,7 @@ struct Applier::Impl {
       advance_to_streams(w);
       bool wrote = false;
       if (WriterStatus st = w.stage_flush(&wrote); !st.ok()) {
-        if (!failed(t, st, "flush")) return false;
+        if (!failed(t, st, "flush")) return abandon_round(round, false);
         continue;
       }
       staged_files = staged_files || wrote;
@@ -812,13 +939,13 @@ struct Applier::Impl {
     }
     // One sync for every delta of the round, then the manifests naming them, one more sync: two
     // syncs a round instead of four fsyncs per tenant; nothing is acked before the second.
-    if (staged_files && !sync_data_dir("the round's delta files")) return false;
+    if (staged_files && !sync_data_dir("the round's delta files", true)) return abandon_round(round, false);
     for (Tenant* t : round) {
       TenantWriter& w = t->active();
       const bool pending = w.has_pending();
       const uint64_t generation = w.manifest().generation;
       if (WriterStatus st = w.publish_flush(); !st.ok()) {
-        if (!failed(*t, st, "flush")) return false;
+        if (!failed(*t, st, "flush")) return abandon_round(round, true);
         continue;
       }
       t->last_position_flush = now;
@@ -833,7 +960,8 @@ struct Applier::Impl {
         if (job) compactor.submit(t->key, std::move(job));
       }
     }
-    if (!round.empty() && !sync_data_dir("the round's manifests")) return false;
+    if ((!round.empty() || manifests_unsynced) && !sync_data_dir("the round's manifests")) return false;
+    manifests_unsynced = false;
     // Resyncs whose copy is complete and durable now replace their tenants' replicas.
     if (!adopt_resynced()) return false;
     // Every tenant's changes below each stream position are published now: say so once per shard
@@ -1024,7 +1152,7 @@ bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
   Impl& s = *impl_;
   // Initial copies first: the streams queue what arrives meanwhile.
   for (size_t i = 0; i < s.copies.size() && !s.fatal; ++i) {
-    if (s.copies[i].state == ShardCopy::kPlanned && !s.run_copy(i, stop)) {
+    if (s.copies[i].state == ShardCopy::kPlanned && !s.copy(i, stop)) {
       if (!s.fatal) break;  // stopped while waiting
     }
   }
@@ -1035,7 +1163,7 @@ bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
   for (;;) {
     // Copies asked for at runtime (resyncs of tenants whose table was rewritten upstream).
     for (size_t i = 0; i < s.copies.size() && !s.fatal && !stop.load(); ++i) {
-      if (s.copies[i].state == ShardCopy::kPlanned) (void)s.run_copy(i, stop);
+      if (s.copies[i].state == ShardCopy::kPlanned) (void)s.copy(i, stop);
     }
     if (s.fatal) break;
     const bool stopping = stop.load();
@@ -1046,22 +1174,31 @@ bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
     if (quiet) break;
     if (s.queue.pop(std::min(next_flush, Clock::now() + std::chrono::milliseconds(50)), ev)) {
       s.apply(ev);
+      // Out of space: the same event again once there is room, nothing after it before.
+      if (s.disk_full && !s.ride_out_disk_full(stop, [&] {
+            s.apply(ev);
+            return !s.fatal && !s.disk_full;
+          })) {
+        break;
+      }
       if (s.fatal) break;
     }
     // A due flush waits while changes are queued (a backlog: fewer, larger deltas and manifests
     // catch up faster), but no longer than flush_backlog_max_ms.
     const auto now = Clock::now();
     if (now >= next_flush && (s.queue.size() == 0 || now >= next_flush + backlog_max)) {
-      if (!s.install_compactions() || !s.flush_all(false)) break;
+      if (!s.install_compactions()) break;
+      if (!s.flush_all(false) && !s.ride_out_disk_full(stop, [&] { return s.flush_all(false); })) break;
       next_flush = Clock::now() + every;
     }
   }
   // The streams push nothing more: apply what is queued, let the running compaction end and
   // install what finished, flush everything, publish the acks.
-  while (!s.fatal && s.queue.try_pop(ev)) s.apply(ev);
+  // (Not after an event left unapplied by a full disk: acks stay where they are.)
+  while (!s.fatal && !s.disk_full && s.queue.try_pop(ev)) s.apply(ev);
   s.compactor.stop();
   if (!s.fatal) s.install_compactions();
-  if (!s.fatal) s.flush_all(true);
+  if (!s.fatal && !s.disk_full) s.flush_all(true);
   s.queue.close();
   done = true;
   log(s.fatal ? Level::kError : Level::kInfo, "applier_stopped",

@@ -21,6 +21,13 @@
 // shard at max(the smallest manifest position, the position file's), and TenantWriter skips
 // groups a tenant already has. Quiet tenants need no manifest rewrite for acks to move, which
 // is what lets idle tenants be closed (max_open_tenants, an LRU of open writers) and stay closed.
+//
+// A full disk (ENOSPC, EDQUOT) stops nothing: a flush round that runs out of space is abandoned
+// (staged deltas removed, every tenant's published manifest unchanged, pending rows kept in
+// memory, acks unchanged), an event whose writes ran out of space is applied again (nothing after
+// it is applied meanwhile), and the applier backs off (100 ms doubling to 10 s, jittered, one log
+// line per step with the OS's words) and retries until there is room again. Meanwhile it takes no
+// new event, so the bounded queue holds the streams back.
 #pragma once
 
 #include "common/no_postgres.hpp"
@@ -58,6 +65,8 @@ struct ApplierStats {
   std::atomic<uint64_t> groups_in_snapshot{0};  // groups skipped: the copy's snapshot had them
   std::atomic<uint64_t> resyncs{0};       // tenants whose resync began (a table rewritten upstream)
   std::atomic<uint64_t> resyncs_done{0};  // resyncs adopted: readers switched to the new copy
+  std::atomic<uint64_t> disk_full{0};           // 1 while writes fail for lack of space (backing off)
+  std::atomic<uint64_t> disk_full_errors{0};    // writes that failed for lack of space
 };
 
 class Applier {

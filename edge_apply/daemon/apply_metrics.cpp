@@ -57,6 +57,11 @@ std::string render_metrics(const MetricsSources& s) {
       static_cast<double>(a.resyncs.load()));
   one("edgeshard_apply_resyncs_done_total", "counter", "tenant resyncs published (readers switched to the new copy)",
       static_cast<double>(a.resyncs_done.load()));
+  one("edgeshard_apply_disk_full", "gauge",
+      "1 while writes fail for lack of space (no space left on device, quota): backing off, acks held",
+      static_cast<double>(a.disk_full.load()));
+  one("edgeshard_apply_disk_full_errors_total", "counter", "writes that failed for lack of space",
+      static_cast<double>(a.disk_full_errors.load()));
   one("edgeshard_apply_queue_events", "gauge", "events received and not applied yet",
       static_cast<double>(s.queue->size()));
   struct PerShard {

@@ -3,6 +3,7 @@
 
 #include "common/frame_reader.hpp"
 #include "edge_apply/dir_name.hpp"
+#include "common/posix_file.hpp"
 #include "edge_apply/manifest.hpp"
 
 #include <fcntl.h>
@@ -22,6 +23,11 @@ namespace {
 
 // Writes all of bytes to fd; false on an error.
 bool write_all(int fd, const uint8_t* p, size_t n) {
+  if (const size_t room = posix::take_write_budget(n); room < n) {
+    if (room > 0 && ::write(fd, p, room) < 0) return false;
+    errno = ENOSPC;  // a test's full disk (common/posix_file.hpp)
+    return false;
+  }
   while (n > 0) {
     const ssize_t w = ::write(fd, p, n);
     if (w < 0 && errno == EINTR) continue;
@@ -93,20 +99,32 @@ bool RelationStore::append(std::span<const uint8_t> frame, std::string& why) {
   const fs::path tmp = path_.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    why = "cannot create " + tmp.string() + ": " + std::strerror(errno);
+    last_errno_ = errno;
+    why = "cannot create " + tmp.string() + ": " + std::strerror(last_errno_);
     frames_.pop_back();
     return false;
   }
   bool ok = true;
   for (const auto& f : frames_) ok = ok && write_all(fd, f.data(), f.size());
   ok = ok && ::fsync(fd) == 0;
+  int err = errno;
   ::close(fd);
-  if (!ok || std::rename(tmp.c_str(), path_.c_str()) != 0) {
-    why = "cannot write " + path_.string() + ": " + std::strerror(errno);
+  if (ok && std::rename(tmp.c_str(), path_.c_str()) != 0) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) {
+    last_errno_ = err;
+    why = "cannot write " + path_.string() + ": " + std::strerror(err);
     frames_.pop_back();
+    ::unlink(tmp.c_str());  // give the space back; the frame is written again on retry
     return false;
   }
-  return fsync_directory(dir_, why);
+  if (!fsync_directory(dir_, why)) {
+    last_errno_ = errno;
+    return false;
+  }
+  return true;
 }
 
 }  // namespace edgeshard::apply::daemon

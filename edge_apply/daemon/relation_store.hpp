@@ -38,6 +38,9 @@ class RelationStore {
 
   // Frames kept.
   size_t size() const noexcept { return frames_.size(); }
+  // errno of the last failed add()/add_copied() (ENOSPC: the disk is full; the frame was not
+  // kept and may be added again).
+  int last_errno() const noexcept { return last_errno_; }
 
  private:
   // Appends frame to the file (rewritten atomically); false with why.
@@ -49,6 +52,7 @@ class RelationStore {
   uint64_t last_key_ = 0;
   uint32_t last_seq_ = 0;
   bool any_ = false;
+  int last_errno_ = 0;
 };
 
 }  // namespace edgeshard::apply::daemon

@@ -138,6 +138,9 @@ TEST_F(ReaderApiTest, ReportsMissingRowsTablesAndBadKeys) {
   es_replica* none = nullptr;
   EXPECT_EQ(es_open(data_.c_str(), "nobody", &none), ES_NOT_PUBLISHED);
   EXPECT_NE(std::string(es_last_error(none)), "");
+  // Waiting for a tenant not here (yet) waits, then times out saying so.
+  EXPECT_EQ(es_wait_for(none, "s1/0/10", 20), ES_TIMEOUT);
+  EXPECT_NE(std::string(es_last_error(none)).find("no replica here"), std::string::npos) << es_last_error(none);
   es_close(none);
 }
 

@@ -161,6 +161,53 @@ TEST_F(TenantReplicaTest, WaitForFollowsTheAppliedPosition) {
   EXPECT_TRUE(r.get(*r.table("orders"), "b", cache_, row).ok()) << "the write is visible once waited for";
 }
 
+// A bookmark of a tenant this edge has no replica of yet: wait_for() polls until the tenant
+// appears (no directory, then an initial copy that is not published, then published) and
+// reaches the bookmark, rather than failing at once; a tenant that never comes times out saying
+// why.
+TEST_F(TenantReplicaTest, WaitForATenantNotHereYetWaitsUntilItAppears) {
+  TenantReplica r;
+  EXPECT_EQ(r.open(data_.path(), "newco").kind, ReplicaStatus::kNotPublished);
+  ReplicaStatus st = r.wait_for("s1/0/1000", std::chrono::milliseconds(30));
+  EXPECT_EQ(st.kind, ReplicaStatus::kTimeout);
+  EXPECT_NE(st.message.find("no replica here"), std::string::npos) << st.message;
+  EXPECT_EQ(r.wait_for("nonsense", std::chrono::milliseconds(0)).kind, ReplicaStatus::kInvalid);
+
+  const fs::path dir = tenant_dir(data_.path(), "newco");
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    fs::create_directories(dir);
+    Manifest m;
+    m.generation = 1;
+    m.tenant = "newco";
+    m.published = false;  // its initial copy runs
+    m.shards = {{"s1", 0x800, 1000, 0x800, 1000}};
+    std::string why;
+    HeadWriter head;
+    EXPECT_TRUE(write_manifest(dir, m, why)) << why;
+    EXPECT_TRUE(head.open(dir, why)) << why;
+    head.publish(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    m.generation = 2;
+    m.published = true;  // copied, but not yet up to the bookmark
+    EXPECT_TRUE(write_manifest(dir, m, why)) << why;
+    head.publish(2);
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    m.generation = 3;
+    m.shards = {{"s1", 0x1800, 1000, 0x1800, 1000}};
+    EXPECT_TRUE(write_manifest(dir, m, why)) << why;
+    head.publish(3);
+  });
+  st = r.wait_for("s1/0/1000", std::chrono::seconds(10));
+  writer.join();
+  ASSERT_TRUE(st.ok()) << st.message;
+  EXPECT_EQ(r.manifest().tenant, "newco");
+  EXPECT_EQ(r.manifest().generation, 3u);
+  EXPECT_TRUE(r.wait_for("s1/0/1000", std::chrono::milliseconds(0)).ok());
+  // Once here, a shard it does not follow is still a mistake, said at once.
+  EXPECT_EQ(r.wait_for("s9/0/10", std::chrono::milliseconds(0)).kind, ReplicaStatus::kInvalid);
+}
+
 TEST_F(TenantReplicaTest, RefusesUnpublishedMissingAndDamaged) {
   TenantReplica none;
   EXPECT_EQ(none.open(data_.path(), "other").kind, ReplicaStatus::kNotPublished);

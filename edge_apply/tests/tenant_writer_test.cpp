@@ -5,6 +5,7 @@
 #include "edge_apply/tenant_writer.hpp"
 
 #include "common/frame_writer.hpp"
+#include "common/posix_file.hpp"
 #include "edge_apply/tenant_replica.hpp"
 #include "edge_apply/value_codec.hpp"
 
@@ -517,6 +518,114 @@ TEST_F(TenantWriterTest, CrashWithoutFlushLosesOnlyPending) {
   apply(200, {{'I', kOrders, 2, {T("two")}}});  // redelivered by the relay
   flush();
   EXPECT_EQ(orders(), (Content{{1, {"one"}}, {2, {"two"}}}));
+}
+
+// Replica files (base-/delta-) in the tenant's directory.
+size_t replica_files(const fs::path& dir) {
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    n += (name.starts_with("delta-") || name.starts_with("base-")) && name.ends_with(".esr");
+  }
+  return n;
+}
+
+// Gives the space back when a test ends, whatever happened.
+struct SpaceBack {
+  ~SpaceBack() { posix::set_write_budget(posix::kUnlimitedWrites); }
+};
+
+// The apply daemon's round (stage_flush, sync, publish_flush) on a disk that fills up: out of
+// space while staging and while publishing, the old manifest stays the published one, the round
+// is abandoned (the staged delta removed), the rows stay pending, more groups are applied, and
+// the retry once there is room publishes everything, once.
+TEST_F(TenantWriterTest, RoundOutOfSpaceKeepsTheOldManifestAndTheRetryPublishesEverything) {
+  SpaceBack space_back;
+  const fs::path dir = tenant_dir(data_.path, kTenant);
+  apply(100, {{'I', kOrders, 1, {T("one")}}});
+  flush();
+  const uint64_t generation = w_->manifest().generation;
+  const size_t files = replica_files(dir);
+  apply(200, {{'I', kOrders, 2, {T(std::string(3000, 'x'))}}, {'U', kOrders, 1, {T("uno")}}});
+
+  // The disk fills while the delta is written.
+  posix::set_write_budget(100);
+  bool wrote = false;
+  WriterStatus st = w_->stage_flush(&wrote);
+  EXPECT_FALSE(st.ok());
+  EXPECT_TRUE(st.out_of_space()) << st.message;
+  EXPECT_NE(st.message.find("No space left on device"), std::string::npos) << st.message;
+  EXPECT_FALSE(wrote);
+  w_->abandon_flush();
+  EXPECT_TRUE(w_->has_pending());
+  EXPECT_EQ(w_->manifest().generation, generation);
+  EXPECT_EQ(replica_files(dir), files);
+  EXPECT_EQ(orders(), (Content{{1, {"one"}}}));
+
+  // Room for the delta, not for the manifest.
+  posix::set_write_budget(posix::kUnlimitedWrites);
+  ASSERT_TRUE(w_->stage_flush(&wrote).ok());
+  EXPECT_TRUE(wrote);
+  EXPECT_EQ(replica_files(dir), files + 1);
+  posix::set_write_budget(10);
+  st = w_->publish_flush();
+  EXPECT_TRUE(st.out_of_space()) << st.message;
+  w_->abandon_flush();
+  EXPECT_EQ(replica_files(dir), files);  // the staged delta is gone, it was listed nowhere
+  EXPECT_EQ(w_->manifest().generation, generation);
+  EXPECT_EQ(orders(), (Content{{1, {"one"}}}));
+  EXPECT_EQ(w_->applied("s1"), 108u);
+  Manifest m;
+  std::string why;
+  ASSERT_TRUE(read_manifest(dir, m, why)) << why;
+  EXPECT_EQ(m.generation, generation);
+
+  // Still full: more changes are applied meanwhile (the writer is usable, not failed).
+  apply(300, {{'D', kOrders, 2}, {'I', kOrders, 3, {T("three")}}});
+  posix::set_write_budget(posix::kUnlimitedWrites);
+  ASSERT_TRUE(w_->stage_flush(&wrote).ok());
+  ASSERT_TRUE(w_->publish_flush().ok());
+  EXPECT_FALSE(w_->has_pending());
+  EXPECT_EQ(w_->manifest().generation, generation + 1);
+  EXPECT_EQ(w_->applied("s1"), 308u);
+  EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {3, {"three"}}}));
+  reopen();
+  EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {3, {"three"}}}));
+  EXPECT_EQ(replica_files(dir), files + 1);
+}
+
+// flush() (used when a schema change splits the pending rows, and by initial copies) on a disk
+// that fills at any byte: it fails out of space with the old manifest in place, or succeeds; the
+// next flush with room publishes everything.
+TEST_F(TenantWriterTest, FlushOutOfSpaceAtAnyByteLosesNothing) {
+  SpaceBack space_back;
+  Content want;
+  uint64_t lsn = 100;
+  int failures = 0;
+  for (uint64_t budget : {0u, 1u, 40u, 200u, 700u, 2000u, 4000u, 9000u, 100000u}) {
+    SCOPED_TRACE("budget " + std::to_string(budget));
+    const int64_t id = static_cast<int64_t>(budget) + 10;
+    apply(lsn, {{'I', kOrders, id, {T(std::string(500, 'a'))}}});
+    want[id] = {std::string(500, 'a')};
+    const Content before = orders();
+    posix::set_write_budget(budget);
+    WriterStatus st = w_->flush();
+    posix::set_write_budget(posix::kUnlimitedWrites);
+    if (!st.ok()) {
+      ++failures;
+      EXPECT_TRUE(st.out_of_space()) << st.message;
+      EXPECT_EQ(orders(), before);
+      EXPECT_TRUE(w_->has_pending());
+      flush();
+    }
+    EXPECT_EQ(orders(), want);
+    EXPECT_EQ(w_->applied("s1"), lsn + 8);
+    lsn += 100;
+  }
+  EXPECT_GE(failures, 4);  // the small budgets did fail (the delta or the manifest)
+  EXPECT_LT(failures, 9);  // and the large one did not
+  reopen();
+  EXPECT_EQ(orders(), want);
 }
 
 TEST_F(TenantWriterTest, CloseOnlyWhenIdleAndReopenCarriesOn) {

@@ -35,7 +35,7 @@ constexpr char kUsage[] =
     "prints the live files, each table's columns (type, attribute number, missing value) and the\n"
     "shards' positions and lag. wait returns once the write behind BOOKMARK (edgeshard.bookmark()\n"
     "on the primary) is readable here (read your writes), or fails after TIMEOUT_MS (default\n"
-    "5000).\n"
+    "5000); a tenant that has no replica here yet is waited for until it appears.\n"
     "\n"
     "TENANT is the key as it is (any bytes: quote it for the shell). Output writes a key with\n"
     "its bytes 0x00-0x20, ',', '%' and 0x7F as %XX (\"a b\" prints as a%20b); a TENANT argument\n"
@@ -281,9 +281,12 @@ int main(int argc, char** argv) {
   if (cmd == "stats") return cmd_stats(data_dir, argv[3]);
   if (cmd == "wait") {
     if (argc < 5) return usage("missing BOOKMARK");
+    // A tenant not here yet (no replica, copy running) is waited for like a position.
     TenantReplica r;
-    int status = kExitOk;
-    if (!open_tenant(r, data_dir, argv[3], status)) return status;
+    if (const ReplicaStatus opened = r.open(data_dir, argv[3]);
+        !opened.ok() && opened.kind != ReplicaStatus::kNotPublished) {
+      return report(opened);
+    }
     const long timeout_ms = argc > 5 ? std::strtol(argv[5], nullptr, 10) : 5000;
     const auto started = std::chrono::steady_clock::now();
     const ReplicaStatus st = r.wait_for(argv[4], std::chrono::milliseconds(timeout_ms));

@@ -341,6 +341,64 @@ sub verify_replicas
 	return $status;
 }
 
+# --- full disks ---------------------------------------------------------------------------------
+
+# The small file systems a test may fill (scripts/test mounts them, as root, before prove): the
+# directories <ES_SMALL_FS>/<name> for each name, each its own mount. Returns a hash name =>
+# directory, or (undef, why) when they are not there (a developer running prove by hand).
+sub small_filesystems
+{
+	my (@names) = @_;
+	my $root = $ENV{ES_SMALL_FS};
+	return (undef, 'ES_SMALL_FS is not set: scripts/test mounts small tmpfs file systems for this test (it needs root)')
+	  unless defined $root && $root ne '';
+	my %dirs;
+	for my $name (@names)
+	{
+		my $dir = "$root/$name";
+		return (undef, "$dir is not a directory") unless -d $dir;
+		return (undef, "$dir is not writable") unless -w $dir;
+		# Its own file system: a device other than its parent's.
+		return (undef, "$dir is not a mount point of its own") if (stat $dir)[0] == (stat $root)[0];
+		$dirs{$name} = $dir;
+	}
+	return \%dirs;
+}
+
+# Fills the file system holding $dir with a filler file (1 MiB, then 4 KiB writes until the file
+# system says it is full) and returns the file's path: delete it to give the space back.
+sub fill_filesystem
+{
+	my ($dir) = @_;
+	my $path = "$dir/filler";
+	open my $fh, '>', $path or die "cannot create $path: $!";
+	binmode $fh;
+	my $written = 0;
+	for my $size (1 << 20, 4096)
+	{
+		my $chunk = "\0" x $size;
+		while (1)
+		{
+			my $n = syswrite($fh, $chunk);
+			last unless defined $n && $n == $size;
+			$written += $n;
+		}
+	}
+	close $fh;
+	note("filled $dir with $written bytes");
+	return $path;
+}
+
+# The process id of a daemon started with IPC::Run (undef when it is not running).
+sub process_pid
+{
+	my ($handle) = @_;
+	return undef unless $handle && $handle->pumpable;
+	return $handle->{KIDS}[0]{PID};
+}
+
+push @EXPORT, qw(small_filesystems fill_filesystem process_pid);
+
 # --- readers -------------------------------------------------------------------------------------
 
 # Starts $n reader processes over the replica under $data_dir: each loops over @$tenants (in its

@@ -6,6 +6,7 @@
 # postmaster.pid, also when the caller fails.
 
 ES_ROOT=""
+ES_MOUNTS=""  # file systems mounted under $ES_ROOT (es_mount_small_fs), unmounted by es_stop_all
 
 # Creates the temporary root and the EXIT trap that stops everything under it.
 es_cluster_root() {
@@ -20,6 +21,15 @@ es_cluster_root() {
 # asked here, not when this file is sourced: on a fresh machine it is installed after that.)
 es_as_postgres() {
   runuser -u postgres -- env PATH="$(pg_config --bindir):$PATH" "$@"
+}
+
+# es_mount_small_fs DIR [SIZE]: a tmpfs of SIZE (default 64m) owned by postgres at DIR (created),
+# for tests that fill a disk; unmounted by es_stop_all.
+es_mount_small_fs() {
+  local dir=$1 size=${2:-64m}
+  mkdir -p "$dir"
+  mount -t tmpfs -o "size=$size,uid=$(id -u postgres),gid=$(id -g postgres),mode=0755" tmpfs "$dir"
+  ES_MOUNTS="$ES_MOUNTS $dir"
 }
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on.
@@ -95,6 +105,11 @@ es_stop_all() {
     done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  # Small file systems of the tests (their daemons are gone with the test processes).
+  for i in $ES_MOUNTS; do
+    umount "$i" 2>/dev/null || umount -l "$i" 2>/dev/null || echo "edgeshard: could not unmount $i" >&2
+  done
+  ES_MOUNTS=""
   if [ -n "${ES_KEEP:-}" ]; then
     echo "edgeshard: kept $ES_ROOT" >&2
   else

@@ -3,6 +3,7 @@
 #include "walsender_fanout/relay/frame_log.hpp"
 
 #include "common/frame_codec.hpp"
+#include "common/posix_file.hpp"
 
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
@@ -118,8 +119,11 @@ LogStatus make_status(LogError e, std::string message) { return LogStatus{e, std
 
 // kIo status naming the failed call, the file and errno's text.
 LogStatus io_error(const char* call, const std::string& file, int err) {
-  return make_status(LogError::kIo,
-                     std::string(call) + " failed on " + file + ": " + std::strerror(err));
+  LogStatus st = make_status(LogError::kIo,
+                             std::string(call) + " failed on " + file + ": " + std::strerror(err));
+  st.sys_errno = err;
+  st.path = file;
+  return st;
 }
 
 // kCorrupt status naming the file and offset.
@@ -130,6 +134,12 @@ LogStatus corrupt(const std::string& file, uint64_t offset, const char* what) {
 
 // Writes all of data at offset, retrying short writes and EINTR.
 bool pwrite_all(int fd, const uint8_t* data, size_t size, uint64_t offset) noexcept {
+  if (const size_t room = posix::take_write_budget(size); room < size) {
+    // A test's full disk (posix_file.hpp): store what fits, then fail as the kernel would.
+    if (room > 0 && ::pwrite(fd, data, room, static_cast<off_t>(offset)) < 0) return false;
+    errno = ENOSPC;
+    return false;
+  }
   while (size > 0) {
     ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
     if (n < 0) {
@@ -229,6 +239,7 @@ struct LogState {
   uint32_t next_number = 0;
   bool dir_dirty = false;
   bool failed = false;
+  std::string creating;  // a segment file being created (removed by repair() if that failed)
   std::vector<uint8_t> scratch;
 };
 
@@ -561,6 +572,7 @@ LogStatus FrameLog::append(uint64_t lsn, std::span<const uint8_t> frame) {
     seg->base_lsn = lsn;
     seg->path = (s.dir / segment_name(lsn, seg->number)).string();
     seg->first_ordinal = s.written.records;
+    s.creating = seg->path;
     seg->fd = detail::Fd(::open(seg->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (seg->fd.get() < 0) {
       s.failed = true;
@@ -580,6 +592,7 @@ LogStatus FrameLog::append(uint64_t lsn, std::span<const uint8_t> frame) {
       return io_error("pwrite", seg->path, errno);
     }
     ++s.next_number;
+    s.creating.clear();
     {
       std::lock_guard lock(s.mu);
       s.segments.push_back(seg);
@@ -836,6 +849,56 @@ LogStatus FrameLog::truncate_to(Position keep) {
     s.durable_records.store(keep.records, std::memory_order_release);
   }
   s.truncations.fetch_add(1, std::memory_order_release);
+  return {};
+}
+
+bool FrameLog::failed() const { return state_->failed; }
+
+LogStatus FrameLog::repair() {
+  LogState& s = *state_;
+  if (!s.failed) return {};
+  // Failing again part way leaves the log failed: the caller retries later, nothing is lost.
+  auto fail_again = [&](LogStatus st) {
+    s.failed = true;
+    return st;
+  };
+  // A segment file whose creation failed (its header, or its first record, never completed):
+  // it is not among the segments; as at open, such a tail is removed.
+  if (!s.creating.empty()) {
+    if (::unlink(s.creating.c_str()) != 0 && errno != ENOENT) {
+      return fail_again(io_error("unlink", s.creating, errno));
+    }
+    if (LogStatus st = sync_dir(s); !st.ok()) return fail_again(st);
+    s.creating.clear();
+  }
+  // Records appended since the last sync: their pages may be lost (a failed fdatasync) or their
+  // bytes incomplete. Cut them as a crash would have.
+  s.failed = false;
+  if (LogStatus st = truncate_to(durable()); !st.ok()) return fail_again(st);
+  // A trailing segment left with no record (its first append failed after its header): removed,
+  // so the next segment starts at the next key, as LOG_FORMAT.md's order rules require.
+  while (!s.segments.empty() && s.segments.back()->records == 0) {
+    const std::shared_ptr<Segment> empty = s.segments.back();
+    if (::unlink(empty->path.c_str()) != 0 && errno != ENOENT) {
+      return fail_again(io_error("unlink", empty->path, errno));
+    }
+    if (LogStatus st = sync_dir(s); !st.ok()) return fail_again(st);
+    std::lock_guard lock(s.mu);
+    s.segments.pop_back();
+    s.next_number = empty->number;
+    s.truncations.fetch_add(1, std::memory_order_release);
+  }
+  // A record written in part after the last whole one (truncate_to() leaves the bytes past the
+  // last record alone when no record is cut): gone, so the file ends right after a record.
+  if (!s.segments.empty()) {
+    Segment& active = *s.segments.back();
+    if (::ftruncate(active.fd.get(), static_cast<off_t>(active.end_offset)) != 0) {
+      return fail_again(io_error("ftruncate", active.path, errno));
+    }
+    if (::fdatasync(active.fd.get()) != 0) return fail_again(io_error("fdatasync", active.path, errno));
+  }
+  if (LogStatus st = sync_dir(s); !st.ok()) return fail_again(st);
+  s.dir_dirty = false;
   return {};
 }
 

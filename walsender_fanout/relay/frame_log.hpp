@@ -23,6 +23,8 @@
 //   while (cursor.next(rec).ok()) send(rec.lsn, rec.frame);  // kEnd: wait for more
 //   // The upstream connection dropped: forget what is not durable, then reconnect.
 //   if (auto st = log.truncate_to(log.durable()); !st.ok()) fail(st);
+//   // A write failed (disk full): cut back to what is durable, back off, and write again.
+//   if (log.failed() && log.repair().ok()) reconnect_upstream_from(log.durable());
 #pragma once
 
 #include "common/no_postgres.hpp"
@@ -50,13 +52,20 @@ enum class LogError {
                      // whose lsn is not the lsn of its last record)
   kCorrupt,          // a record or segment failed its checks (message names file and offset)
   kIo,               // a system call failed (message names the call, file and errno text)
-  kFailed,           // an earlier write or sync failed: the log refuses writes until reopened
+  kFailed,           // an earlier write or sync failed: the log refuses writes until repair()
+                     // or a reopen
 };
 
 // Outcome of a log call; message is empty on kOk, lower-case, no trailing period.
 struct LogStatus {
   LogError error = LogError::kOk;
   std::string message;
+  int sys_errno = 0;  // kIo: the failed call's errno (ENOSPC: the disk is full)
+  std::string path;   // kIo: the file or directory it failed on
+
+  LogStatus() = default;
+  // A status of class e saying why.
+  LogStatus(LogError e, std::string why) : error(e), message(std::move(why)) {}
 
   // Whether the call succeeded.
   bool ok() const noexcept { return error == LogError::kOk; }
@@ -210,6 +219,16 @@ class FrameLog {
   // above durable()); cursors at or before keep go on reading what is appended afterwards.
   // kFailed/kIo as for append (a failed cut leaves the log refusing writes until reopened).
   LogStatus truncate_to(Position keep);
+
+  // After a failed write or sync (kFailed from then on): cuts the log back to durable(), as a
+  // reopen's crash recovery would -- records appended since the last sync, a record written in
+  // part (the active segment is ftruncated right after its last record) and a segment whose
+  // creation failed or that holds no record go -- and accepts writes again. A failed sync may have
+  // dropped only pages beyond durable(): those are cut. kIo when the cut itself fails (the log
+  // stays failed; call again later). Nothing to do on a log that did not fail.
+  LogStatus repair();
+  // Whether an earlier write or sync failed (repair() or a reopen needed).
+  bool failed() const;
 
   // Removes, oldest first, whole segments whose every record is below lsn, never the active (last)
   // one; dropped counts them.

@@ -3,6 +3,7 @@
 
 #include "common/frame_reader.hpp"
 #include "common/lsn.hpp"
+#include "common/posix_file.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
 
 #include <algorithm>
@@ -10,11 +11,6 @@
 namespace edgeshard::relay {
 
 namespace {
-
-// An IngestResult for a log failure.
-IngestResult log_failed(const std::string& what, const LogStatus& st) {
-  return {IngestResult::kLogFailed, what + ": " + st.message};
-}
 
 // Whether a parsed frame is a relay marker (a frame outside any transaction: the output plugin
 // only sends frames of transactions, and relays never forward markers).
@@ -36,6 +32,32 @@ int64_t marker_time(std::span<const uint8_t> bytes) {
 
 Ingest::Ingest(FrameLog& log, Registry& registry, PublicationQueue& queue, Options options)
     : log_(log), registry_(registry), queue_(queue), options_(options) {}
+
+IngestResult Ingest::log_failed(const std::string& what, const LogStatus& st) {
+  IngestResult r{IngestResult::kLogFailed, what + ": " + st.message};
+  if (st.error == LogError::kIo && posix::is_out_of_space(st.sys_errno)) {
+    r.kind = IngestResult::kLogBlocked;
+    r.sys_errno = st.sys_errno;
+    r.path = st.path;
+    stats_.log_write_errors.fetch_add(1, std::memory_order_relaxed);
+    stats_.log_blocked.store(true, std::memory_order_relaxed);
+  }
+  return r;
+}
+
+namespace {
+
+// The result for a relay.state write that failed: kLogBlocked when the disk is full.
+IngestResult state_failed(const StateError& e) {
+  IngestResult r{IngestResult::kLogFailed, e.what()};
+  if (posix::is_out_of_space(e.sys_errno())) {
+    r.kind = IngestResult::kLogBlocked;
+    r.sys_errno = e.sys_errno();
+  }
+  return r;
+}
+
+}  // namespace
 
 IngestResult Ingest::recover() {
   // Find the last marker: everything after it is an unconfirmed, possibly partial transaction.
@@ -102,7 +124,7 @@ IngestResult Ingest::begin_stream(uint64_t start, Clock::time_point now) {
   try {
     registry_.raise_floor(start);
   } catch (const StateError& e) {
-    return {IngestResult::kLogFailed, e.what()};
+    return state_failed(e);
   }
   return commit(start, 0, now);
 }
@@ -153,6 +175,9 @@ IngestResult Ingest::commit(uint64_t position, int64_t upstream_time_us, Clock::
   }
   if (IngestResult r = append(position, bytes, /*marker=*/true, h); !r.ok()) return r;
   if (LogStatus st = log_.sync(); !st.ok()) return log_failed("sync", st);
+  if (stats_.log_blocked.exchange(false, std::memory_order_relaxed)) {
+    log(Level::kInfo, "log_write_resumed", {{"position", format_lsn(position)}});
+  }
   position_ = position;
   pending_records_ = pending_bytes_ = 0;
   last_sync_ = now;
@@ -237,8 +262,14 @@ bool Ingest::wants_position(Clock::time_point now) const {
 
 IngestResult Ingest::on_disconnect() {
   candidate_ = 0;
-  if (pending_records_ == 0) return {};
-  if (LogStatus st = log_.truncate_to(log_.durable()); !st.ok()) return log_failed("truncate", st);
+  if (log_.failed()) {
+    // A write or sync failed (disk full): back to the durable end, a partly written record too.
+    if (LogStatus st = log_.repair(); !st.ok()) return log_failed("repair", st);
+  } else if (pending_records_ == 0) {
+    return {};
+  } else if (LogStatus st = log_.truncate_to(log_.durable()); !st.ok()) {
+    return log_failed("truncate", st);
+  }
   last_key_ = position_;
   pending_records_ = pending_bytes_ = 0;
   unpublished_.clear();
@@ -268,8 +299,17 @@ IngestResult Ingest::apply_retention(uint64_t acked, uint64_t min_bytes, uint64_
   try {
     registry_.raise_floor(new_floor);
   } catch (const StateError& e) {
-    return {IngestResult::kLogFailed, e.what()};
+    // Without the floor saved nothing may be dropped; retention is tried again later. A full
+    // disk is said once, not every second.
+    if (!posix::is_out_of_space(e.sys_errno())) return {IngestResult::kLogFailed, e.what()};
+    if (retention_error_ != e.what()) {
+      log(Level::kWarning, "retention_deferred",
+          {{"error", posix::errno_text(e.sys_errno())}, {"detail", e.what()}});
+      retention_error_ = e.what();
+    }
+    return {};
   }
+  retention_error_.clear();
   size_t dropped = 0;
   if (LogStatus st = log_.drop_segments_before(new_floor, &dropped); !st.ok()) {
     return log_failed("retention", st);

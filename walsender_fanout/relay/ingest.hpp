@@ -33,10 +33,18 @@ struct IngestResult {
   enum Kind {
     kOk,
     kBadInput,   // upstream sent something wrong: drop the connection, reconnect
-    kLogFailed,  // the log cannot be written: stop the relay (restart runs recovery)
+    kLogFailed,   // the log cannot be written: stop the relay (restart runs recovery)
+    kLogBlocked,  // the disk is full (ENOSPC, EDQUOT): drop the upstream, back off, retry;
+                  // on_disconnect() cuts the log back to its durable end
   };
   Kind kind = kOk;
   std::string message;
+  int sys_errno = 0;  // kLogBlocked: the failed call's errno
+  std::string path;   // kLogBlocked: the file it failed on
+
+  IngestResult() = default;
+  // A result of kind k saying why.
+  IngestResult(Kind k, std::string why) : kind(k), message(std::move(why)) {}
 
   // Whether the call succeeded.
   bool ok() const noexcept { return kind == kOk; }
@@ -51,6 +59,8 @@ struct IngestStats {
   std::atomic<uint64_t> received_key{0};  // key of the newest frame or position received
   std::atomic<uint64_t> position{0};      // durable, visible, confirmable position
   std::atomic<int64_t> commit_time_us{0};
+  std::atomic<uint64_t> log_write_errors{0};  // log writes that failed for lack of space
+  std::atomic<bool> log_blocked{false};       // from such a failure until a sync succeeds again
 };
 
 // See the file comment.
@@ -88,7 +98,8 @@ class Ingest {
   bool wants_position(Clock::time_point now) const;
 
   // The upstream connection ended: cuts the records appended since the last marker (the rest of
-  // their transactions will be sent again).
+  // their transactions will be sent again), repairing the log first if a write failed
+  // (kLogBlocked while the disk is still full: call again after a pause).
   IngestResult on_disconnect();
 
   // Retention: drops whole segments whose records are all below min(acked, position) while the
@@ -107,6 +118,8 @@ class Ingest {
   IngestResult commit(uint64_t position, int64_t upstream_time_us, Clock::time_point now);
   // Whether the sync interval (or the in-memory budget) says commit now.
   bool due(Clock::time_point now) const;
+  // The result for a failed log call: kLogBlocked (counted) when the disk is full, else kLogFailed.
+  IngestResult log_failed(const std::string& what, const LogStatus& st);
   // Appends one record and keeps it for the next publication.
   IngestResult append(uint64_t key, std::span<const uint8_t> frame, bool marker,
                       const frame::Header& header);
@@ -129,6 +142,7 @@ class Ingest {
   std::deque<FrameRef> unpublished_;  // the newest appended frames, within window_bytes
   uint64_t unpublished_bytes_ = 0;
   IngestStats stats_;
+  std::string retention_error_;  // the last retention failure logged (logged once, not per try)
 };
 
 }  // namespace edgeshard::relay

@@ -36,6 +36,12 @@ std::string render_metrics(const MetricsSources& s) {
       static_cast<double>(s.ingest->duplicates_skipped.load()));
   one("edgeshard_relay_log_syncs_total", "counter", "group fsyncs of the frame log",
       static_cast<double>(s.ingest->syncs.load()));
+  one("edgeshard_relay_log_write_errors_total", "counter",
+      "frame log writes that failed for lack of space (ENOSPC, EDQUOT)",
+      static_cast<double>(s.ingest->log_write_errors.load()));
+  one("edgeshard_relay_log_write_blocked", "gauge",
+      "1 while the frame log cannot be written (disk full): nothing new is confirmed upstream",
+      s.ingest->log_blocked.load() ? 1 : 0);
   one("edgeshard_relay_log_oldest_lsn", "gauge", "oldest position still in the log",
       static_cast<double>(s.log->oldest_lsn()));
   one("edgeshard_relay_connections_total", "counter", "subscriber connections accepted",

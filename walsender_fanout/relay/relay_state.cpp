@@ -190,19 +190,19 @@ void Registry::write_file(const RelayState& state) {
   const std::string text = encode_state(state);
   const std::filesystem::path tmp = path_.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw StateError("could not create \"" + tmp.string() + "\": " + errno_text());
+  if (fd < 0) throw StateError("could not create \"" + tmp.string() + "\": " + errno_text(), errno);
   const bool ok = write_all(fd, text) && ::fsync(fd) == 0;
-  const std::string why = errno_text();
+  const int err = errno;
   ::close(fd);
-  if (!ok) throw StateError("could not write \"" + tmp.string() + "\": " + why);
+  if (!ok) throw StateError("could not write \"" + tmp.string() + "\": " + std::strerror(err), err);
   if (::rename(tmp.c_str(), path_.c_str()) != 0) {
-    throw StateError("could not rename \"" + tmp.string() + "\": " + errno_text());
+    throw StateError("could not rename \"" + tmp.string() + "\": " + errno_text(), errno);
   }
   const int dfd = ::open(path_.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0 || ::fsync(dfd) != 0) {
-    const std::string dwhy = errno_text();
+    const int derr = errno;
     if (dfd >= 0) ::close(dfd);
-    throw StateError("could not fsync the directory of \"" + path_.string() + "\": " + dwhy);
+    throw StateError("could not fsync the directory of \"" + path_.string() + "\": " + std::strerror(derr), derr);
   }
   ::close(dfd);
 }

@@ -20,6 +20,13 @@ namespace edgeshard::relay {
 class StateError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+  // A failed write: what and the call's errno (ENOSPC: the disk is full).
+  StateError(const std::string& what, int sys_errno) : std::runtime_error(what), sys_errno_(sys_errno) {}
+  // errno of the failed write, 0 for a damaged file.
+  int sys_errno() const noexcept { return sys_errno_; }
+
+ private:
+  int sys_errno_ = 0;
 };
 
 // What the relay remembers of a subscriber.
@@ -69,6 +76,8 @@ class Registry {
   uint64_t min_acked() const;
   // Writes the file if something changed since the last save; throws StateError.
   void save_if_dirty();
+  // The file's path, for messages.
+  std::string path() const { return path_.string(); }
 
  private:
   // Writes state to the file (one writer at a time: save_mutex_); throws StateError.

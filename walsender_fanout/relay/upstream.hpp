@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <random>
 #include <string>
 
 namespace edgeshard::relay {
@@ -27,7 +28,19 @@ struct UpstreamStats {
 struct SessionEnd {
   bool fatal = false;  // the relay must stop (log failure, or a slot that moved past the log)
   bool progressed = false;  // data arrived: the next reconnect starts from the shortest delay
+  bool blocked = false;     // the disk is full: back off (log_blocked_min_ms..) before the next
+  int sys_errno = 0;        // blocked: errno of the failed write
+  std::string path;         // blocked: the file it failed on
   std::string reason;
+
+  // Ends the session as an Ingest failure says: blocked (disk full) or fatal.
+  void set_log_failure(const IngestResult& r) {
+    blocked = r.kind == IngestResult::kLogBlocked;
+    fatal = r.kind == IngestResult::kLogFailed;
+    sys_errno = r.sys_errno;
+    path = r.path;
+    reason = r.message;
+  }
 };
 
 // See the file comment.
@@ -51,12 +64,22 @@ class Upstream {
   void save_registry();
   // Retention, registry expiry and saving, at most once a second.
   IngestResult housekeeping(Clock::time_point now);
+  // The log cannot be written (disk full): says so once per backoff step, waits (retention goes
+  // on) and repairs the log, until the repair succeeds or stop; false when the relay must stop
+  // (a failure that is not the disk's).
+  bool wait_for_space(const SessionEnd& end, int64_t& delay_ms, std::mt19937_64& rng,
+                      const std::atomic<bool>& stop);
 
   const RelayConfig& config_;
   Ingest& ingest_;
   Registry& registry_;
   UpstreamStats stats_;
   Clock::time_point last_housekeeping_{};
+  bool state_save_failing_ = false;  // a relay.state save failure was logged (once until it works)
 };
+
+// Backoff while the log cannot be written for lack of space: 100 ms doubling to 10 s, jittered.
+inline constexpr int64_t kLogBlockedMinMs = 100;
+inline constexpr int64_t kLogBlockedMaxMs = 10000;
 
 }  // namespace edgeshard::relay

@@ -3,6 +3,7 @@
 // keepalives into Ingest, status updates confirming Ingest's durable position.
 #include "common/frame_codec.hpp"
 #include "common/lsn.hpp"
+#include "common/posix_file.hpp"
 #include "common/pq_replication.hpp"
 #include "walsender_fanout/relay/log_line.hpp"
 #include "walsender_fanout/relay/upstream.hpp"
@@ -64,7 +65,10 @@ class PrimarySession {
                ": point the relay at that primary, or use another data_dir";
       }
     } catch (const StateError& e) {
-      end.fatal = true;
+      end.blocked = posix::is_out_of_space(e.sys_errno());  // a full disk heals: retried
+      end.fatal = !end.blocked;
+      end.sys_errno = e.sys_errno();
+      end.path = registry_.path();
       return e.what();
     }
     // The slot: its plugin must be ours; its confirmed position is where a new log begins.
@@ -111,7 +115,9 @@ class PrimarySession {
              "log (its subscribers will have to resync)";
     }
     if (IngestResult r = ingest_.begin_stream(slot_start, Clock::now()); !r.ok()) {
-      end.fatal = true;
+      end.set_log_failure(r);
+      if (r.path.empty()) end.path = registry_.path();
+      end.fatal = !end.blocked;
       return r.message;
     }
     std::string cmd = "START_REPLICATION SLOT " + pq::quote_identifier(config_.slot) + " LOGICAL " +
@@ -150,7 +156,7 @@ class PrimarySession {
         last_message = now;
         IngestResult r = handle(reinterpret_cast<const uint8_t*>(buf.get()), static_cast<size_t>(n), now);
         if (!r.ok()) {
-          end.fatal = r.kind == IngestResult::kLogFailed;
+          end.set_log_failure(r);
           return r.message;
         }
         if (++burst < 64) continue;  // housekeeping below every 64 messages in a burst
@@ -169,11 +175,11 @@ class PrimarySession {
       }
       burst = 0;
       if (IngestResult r = ingest_.tick(now); !r.ok()) {
-        end.fatal = true;
+        end.set_log_failure(r);
         return r.message;
       }
       if (IngestResult r = housekeeping(now); !r.ok()) {
-        end.fatal = true;
+        end.set_log_failure(r);
         return r.message;
       }
       if (now - last_message > timeout) {

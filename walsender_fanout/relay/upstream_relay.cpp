@@ -50,8 +50,9 @@ SessionEnd Upstream::run_parent(const std::atomic<bool>& stop) {
     return end;
   }
   if (IngestResult r = ingest_.begin_stream(client.welcome().start, Clock::now()); !r.ok()) {
-    end.fatal = true;
-    end.reason = r.message;
+    end.set_log_failure(r);
+    if (r.path.empty()) end.path = registry_.path();
+    end.fatal = !end.blocked;
     return end;
   }
   stats_.connected = true;
@@ -88,8 +89,7 @@ SessionEnd Upstream::run_parent(const std::atomic<bool>& stop) {
     if (r.ok()) r = ingest_.tick(now);
     if (r.ok()) r = housekeeping(now);
     if (!r.ok()) {
-      end.fatal = r.kind == IngestResult::kLogFailed;
-      end.reason = r.message;
+      end.set_log_failure(r);
       return end;
     }
     const uint64_t durable = ingest_.position();

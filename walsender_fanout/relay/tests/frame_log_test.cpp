@@ -4,6 +4,7 @@
 // regenerate the golden log with
 //   EDGESHARD_REGENERATE_TESTDATA=1 build/edgeshard_relay_tests --gtest_filter='GoldenLog.*'
 // and rebuild the fuzzer's seeds in fuzz/corpus/relay_log/ from it (see fuzz/README.md).
+#include "common/posix_file.hpp"
 #include "common/testing/temp_dir.hpp"
 #include "walsender_fanout/relay/frame_log.hpp"
 
@@ -1075,6 +1076,109 @@ std::string golden_readme(const std::vector<fs::path>& segments) {
          std::to_string(records[i].frame.size()) + " bytes) |\n";
   }
   return s;
+}
+
+// Runs body with a "disk" that takes only budget more bytes (posix::set_write_budget), then
+// gives the space back, also when body fails an assertion.
+class FullDisk {
+ public:
+  // The disk is full after budget more bytes.
+  explicit FullDisk(uint64_t budget) { posix::set_write_budget(budget); }
+  // Space is back.
+  ~FullDisk() { posix::set_write_budget(posix::kUnlimitedWrites); }
+  // Space is back now.
+  void free_space() { posix::set_write_budget(posix::kUnlimitedWrites); }
+};
+
+// Writes records until an append or a sync fails with ENOSPC (every 3 records a sync, as the
+// relay syncs after each marker); returns the index of the record that failed.
+size_t append_until_full(FrameLog& log, const std::vector<Expected>& records, LogStatus& failure) {
+  for (size_t i = 0; i < records.size(); ++i) {
+    failure = log.append(records[i].lsn, records[i].frame);
+    if (failure.ok() && i % 3 == 2) failure = log.sync();
+    if (!failure.ok()) return i;
+  }
+  return records.size();
+}
+
+// The disk fills in the middle of a record (and for some budgets in the middle of a new segment's
+// header or its first record): the log says ENOSPC with the path, refuses writes, repair() cuts
+// it back to the last synced record, and once space is back the same records are written again:
+// every record exactly once, and a reopen (crash recovery) finds the same log.
+TEST(FrameLogDiskFull, WriteFailsMidwayThenRepairAndRetryLoseAndDuplicateNothing) {
+  const std::vector<Expected> all = make_records(120);
+  // Budgets that end inside a record header, a frame, a segment header, a first record.
+  for (uint64_t budget : {100u, 1000u, 4090u, 4100u, 4130u, 9000u}) {
+    SCOPED_TRACE("budget " + std::to_string(budget));
+    TempDir dir;
+    {
+      FrameLog log = FrameLog::open(dir.path(), kSmall);
+      LogStatus failure;
+      size_t failed_at = 0;
+      {
+        FullDisk disk(budget);
+        failed_at = append_until_full(log, all, failure);
+        ASSERT_LT(failed_at, all.size());
+        EXPECT_EQ(failure.error, LogError::kIo);
+        EXPECT_EQ(failure.sys_errno, ENOSPC);
+        EXPECT_NE(failure.message.find("No space left on device"), std::string::npos) << failure.message;
+        EXPECT_FALSE(failure.path.empty());
+        EXPECT_TRUE(log.failed());
+        EXPECT_EQ(log.append(all[failed_at].lsn, all[failed_at].frame).error, LogError::kFailed);
+        // Still full: repair needs no space (it only cuts).
+        LogStatus repaired = log.repair();
+        ASSERT_TRUE(repaired.ok()) << repaired.message;
+        EXPECT_FALSE(log.failed());
+        disk.free_space();
+      }
+      // Only whole synced runs survive: durable == written, each file ends after a record.
+      const FrameLog::Position durable = log.durable();
+      EXPECT_EQ(durable.records, log.written().records);
+      EXPECT_EQ(durable.records % 3, 0u);
+      std::vector<Expected> kept(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(durable.records));
+      EXPECT_TRUE(same(read_from(log, 1000), kept));
+      uint64_t on_disk = 0;
+      for (const fs::path& f : segment_files(dir.path())) on_disk += fs::file_size(f);
+      EXPECT_EQ(on_disk, log.total_bytes());
+      // The upstream sends again from the durable position: the rest, once.
+      for (size_t i = durable.records; i < all.size(); ++i) {
+        ASSERT_TRUE(log.append(all[i].lsn, all[i].frame).ok());
+      }
+      ASSERT_TRUE(log.sync().ok());
+      EXPECT_TRUE(same(read_from(log, 1000), all));
+    }
+    FrameLog again = FrameLog::open(dir.path(), kSmall);
+    EXPECT_TRUE(same(read_from(again, 1000), all));
+  }
+}
+
+// A sync that fails (the pages of unsynced records may be gone) leaves the log failed until
+// repair(), which keeps only what an earlier sync made durable.
+TEST(FrameLogDiskFull, RepairAfterAFailedAppendKeepsCursorsAtDurable) {
+  TempDir dir;
+  FrameLog log = FrameLog::open(dir.path(), kSmall);
+  const std::vector<Expected> all = make_records(30);
+  append_all(log, std::vector<Expected>(all.begin(), all.begin() + 9));
+  ASSERT_TRUE(log.sync().ok());
+  FrameLog::Cursor cursor;
+  ASSERT_TRUE(log.open_cursor(1000, cursor).ok());
+  FrameLog::Record rec;
+  std::vector<Expected> seen;
+  while (cursor.next(rec).ok()) seen.push_back({rec.lsn, rec.frame});
+  EXPECT_EQ(seen.size(), 9u);
+  {
+    FullDisk disk(300);
+    append_all(log, std::vector<Expected>(all.begin() + 9, all.begin() + 10));  // fits
+    EXPECT_FALSE(log.append(all[10].lsn, all[10].frame).ok());
+    EXPECT_EQ(log.sync().error, LogError::kFailed);
+    ASSERT_TRUE(log.repair().ok());
+  }
+  EXPECT_EQ(log.written().records, 9u);
+  EXPECT_TRUE(log.repair().ok());  // nothing to do on a log that did not fail
+  append_all(log, std::vector<Expected>(all.begin() + 9, all.end()));
+  ASSERT_TRUE(log.sync().ok());
+  while (cursor.next(rec).ok()) seen.push_back({rec.lsn, rec.frame});
+  EXPECT_TRUE(same(seen, all));
 }
 
 TEST(GoldenLog, CheckedInSegmentsMatchTheWriter) {

@@ -2,6 +2,7 @@
 // skipped, corrupt or disordered input is refused, recovery cuts what follows the last marker,
 // retention raises the floor before it drops segments.
 #include "walsender_fanout/relay/tests/test_frames.hpp"
+#include "common/posix_file.hpp"
 #include "common/testing/temp_dir.hpp"
 #include "walsender_fanout/relay/ingest.hpp"
 
@@ -136,6 +137,41 @@ TEST_F(IngestTest, ReconnectCutsThePartialTransactionAndSkipsWhatIsResent) {
   ASSERT_TRUE(ingest_->on_frame(make_frame(200, "a", 1, true), now_).ok());
   ASSERT_TRUE(ingest_->on_position(260, 0, now_).ok());
   EXPECT_EQ(visible(), (std::vector<std::string>{"50 marker", "100 a", "200 marker", "200 a", "200 a", "260 marker"}));
+}
+
+// The disk fills in the middle of a transaction: Ingest says kLogBlocked (not kLogFailed) with
+// the OS error and the file, the durable position (what is confirmed upstream) stays at the last
+// marker, on_disconnect() repairs the log, and once there is room the resent transactions are
+// logged once each.
+TEST_F(IngestTest, DiskFullBlocksKeepsTheDurablePositionAndResumes) {
+  ASSERT_TRUE(ingest_->begin_stream(50, now_).ok());
+  ASSERT_TRUE(ingest_->on_frame(make_frame(100, "a"), now_).ok());
+  ASSERT_TRUE(ingest_->on_position(150, 0, now_).ok());
+  ASSERT_EQ(ingest_->position(), 150u);
+  posix::set_write_budget(10);
+  IngestResult r = ingest_->on_frame(make_frame(200, "a"), now_);
+  EXPECT_EQ(r.kind, IngestResult::kLogBlocked) << r.message;
+  EXPECT_EQ(r.sys_errno, ENOSPC);
+  EXPECT_NE(r.message.find("No space left on device"), std::string::npos) << r.message;
+  EXPECT_NE(r.path.find(".log"), std::string::npos) << r.path;
+  EXPECT_EQ(ingest_->position(), 150u);
+  EXPECT_TRUE(ingest_->stats().log_blocked.load());
+  EXPECT_EQ(ingest_->stats().log_write_errors.load(), 1u);
+  // Still full: the repair only cuts, so it works; the position stays.
+  ASSERT_TRUE(ingest_->on_disconnect().ok());
+  EXPECT_EQ(ingest_->position(), 150u);
+  posix::set_write_budget(posix::kUnlimitedWrites);
+  // The upstream resends from 150: 200 and then 300, each logged once.
+  ASSERT_TRUE(ingest_->on_frame(make_frame(200, "a"), now_).ok());
+  ASSERT_TRUE(ingest_->on_frame(make_frame(300, "b"), now_).ok());
+  ASSERT_TRUE(ingest_->on_position(350, 0, now_).ok());
+  EXPECT_FALSE(ingest_->stats().log_blocked.load());
+  EXPECT_EQ(visible(), (std::vector<std::string>{"50 marker", "100 a", "150 marker", "200 a", "300 marker",
+                                                 "300 b", "350 marker"}));
+  reopen();
+  ASSERT_TRUE(ingest_->recover().ok());
+  EXPECT_EQ(ingest_->position(), 350u);
+  EXPECT_EQ(visible().size(), 7u);
 }
 
 TEST_F(IngestTest, RecoveryCutsWhatFollowsTheLastMarker) {
