@@ -369,6 +369,12 @@ struct Applier::Impl {
     return reopen(t) ? &t : nullptr;
   }
 
+  // Whether open tenant t holds rows from shard i (published, pending or being copied): only
+  // those follow shard i's descriptions of a table and its rewrites.
+  bool holds_rows_from(const Tenant& t, size_t i) const {
+    return t.writer.has_rows_from(shards[i].shard) || (t.staging && t.staging->has_rows_from(shards[i].shard));
+  }
+
   // Shard i's transaction commit_lsn rewrote table relid (REWRITE): the rows this edge holds of
   // it are no longer the primary's. Every tenant holding rows of the table from shard i is
   // resynchronised (begin_resync); without a primary to copy from, it stops applying (broken).
@@ -389,7 +395,9 @@ struct Applier::Impl {
       }
       TenantWriter& w = tt->active();
       if ((tt->copying & shard_bit(i)) == 0) {
-        if (w.pending_position(shards[i].shard) > commit_lsn || !w.has_table(table)) continue;
+        if (!holds_rows_from(*tt, i) || w.pending_position(shards[i].shard) > commit_lsn || !w.has_table(table)) {
+          continue;
+        }
       }
       // Else a copy whose snapshot missed the rewrite: copied again whatever it gave (a table
       // rewritten after a snapshot reads as empty to it: rewrites are not MVCC-safe).
@@ -412,6 +420,16 @@ struct Applier::Impl {
   // published replica stays as it was, marked `resync` (the shard position files no longer speak
   // for it). False on a fatal error.
   bool begin_resync(Tenant& t, size_t i, const std::string& reason) {
+    // The staging replica is built from shard i alone: a tenant that also has rows from another
+    // shard is copied again whole at the next start instead (broken until then).
+    for (size_t j = 0; j < shards.size(); ++j) {
+      if (j != i && t.writer.has_rows_from(shards[j].shard)) {
+        failed(t, {WriterStatus::kBadMessage, reason + "; the tenant also has rows from shard " + shards[j].shard +
+                                                  ": a restart copies it again from every shard"},
+               "resync");
+        return !fatal && !disk_full;
+      }
+    }
     if (config.primary_of(shards[i].shard).empty()) {
       failed(t, {WriterStatus::kBadMessage, reason + "; no primary is set for shard " + shards[i].shard + " to copy it from"},
              "resync");
@@ -547,6 +565,7 @@ struct Applier::Impl {
           if (fatal || disk_full) return;  // out of space: the event is applied again
           continue;
         }
+        if (!holds_rows_from(*tt, ev.shard)) continue;  // another shard's tenant: its own columns
         bool changed = false;
         WriterStatus st = tt->active().apply_relation(shards[ev.shard].shard, rel, commit_lsn, &changed);
         if (!st.ok() && !failed(*tt, st, "relation")) return;
