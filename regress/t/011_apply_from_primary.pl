@@ -32,18 +32,13 @@ my $nodes = start_shard_primaries(\@shards, q{
 		PRIMARY KEY (tenant_id, id));
 	CREATE TABLE mine (i int PRIMARY KEY, tenant bigint NOT NULL);
 }, ['accounts']);
-my @owner_name = (undef, split /,/, $nodes->{s1}->safe_psql('postgres',
-	"SELECT string_agg(edgeshard.shard_for(g), ',' ORDER BY g) FROM generate_series(1, $ntenants) g"));
-my %owner = map { $_ => $nodes->{ $owner_name[$_] } } 1 .. $ntenants;
-my %mine;
-push @{ $mine{ $owner_name[$_] } }, $_ for 1 .. $ntenants;
+my $split = tenants_by_shard($nodes, $ntenants);
+my %owner = %{ $split->{owner} };
+my %mine = %{ $split->{mine} };
 for my $s (@shards)
 {
-	my @t = @{ $mine{$s} };
-	my $values = join(',', map { '(' . ($_ + 1) . ", $t[$_])" } 0 .. $#t);
 	# A short wal_sender_timeout: the idle stream below must keep itself alive with status updates.
 	$nodes->{$s}->safe_psql('postgres', qq{
-		INSERT INTO mine VALUES $values;
 		INSERT INTO accounts SELECT tenant, a, 1000 FROM mine, generate_series(1, $naccounts) a;
 		ALTER SYSTEM SET wal_sender_timeout = '2s';
 		SELECT pg_reload_conf();
@@ -73,29 +68,14 @@ close $bf;
 my %sum = map { $_ => 1000 * $naccounts } 1 .. $ntenants;
 my $readers = start_readers(data_dir => $apply->{data_dir}, table => 'public.accounts', column => 'balance',
 	rows => $naccounts, sum => \%sum, tenants => [ 1 .. $ntenants ], n => 2, seed => $seed);
-my @bench;
-for my $s (@shards)
-{
-	my $log = "$PostgreSQL::Test::Utils::log_path/011_pgbench_$s.log";
-	push @bench, [ $s, $log, IPC::Run::start(
-		[ 'pgbench', '-n', '-c', '2', '-j', '2', '-T', 4 + $kills, '-D', 'n=' . scalar(@{ $mine{$s} }),
-		  '-f', $script, $conninfo{$s} ], '>', $log, '2>&1') ];
-	kill_at_exit($bench[-1][2]);
-}
+my $bench = start_shard_pgbench(conninfo => \%conninfo, mine => \%mine, script => $script, seconds => 4 + $kills);
 for my $k (1 .. $kills)
 {
 	usleep(300_000 + $rng->below(900_000));
 	kill_apply($apply);
 	launch_apply($apply, 0);
 }
-for my $b (@bench)
-{
-	my ($s, $log, $h) = @$b;
-	$h->finish;
-	my $out = slurp_file($log);
-	my ($tx) = $out =~ /number of transactions actually processed: (\d+)/;
-	ok($? == 0 && ($tx // 0) > 100, "pgbench on $s committed " . ($tx // 0) . ' transfers') or diag($out);
-}
+finish_shard_pgbench($bench, 'transfers', 100);
 wait_apply_connected($apply);
 ok(wait_apply_caught_up($apply, $nodes, 'the daemon to catch up with both primaries'), 'caught up after the kills');
 my $r = stop_readers($readers);

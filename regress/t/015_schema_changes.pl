@@ -34,20 +34,16 @@ my $nodes = start_shard_primaries(\@shards, q{
 		PRIMARY KEY (tenant_id, id));
 	CREATE TABLE mine (i int PRIMARY KEY, tenant bigint NOT NULL);
 }, ['accounts']);
-my @owner_name = (undef, split /,/, $nodes->{s1}->safe_psql('postgres',
-	"SELECT string_agg(edgeshard.shard_for(g), ',' ORDER BY g) FROM generate_series(1, $ntenants) g"));
-my %owner = map { $_ => $nodes->{ $owner_name[$_] } } 1 .. $ntenants;
-my %mine;
-push @{ $mine{ $owner_name[$_] } }, $_ for 1 .. $ntenants;
+my $split = tenants_by_shard($nodes, $ntenants);
+my %owner = %{ $split->{owner} };
+my %mine = %{ $split->{mine} };
+my @owner_name = @{ $split->{owner_name} };
 ok(@{ $mine{s1} } >= 5 && @{ $mine{s2} } >= 5, 'tenants on both shards');
 my %conn = map { $_ => $nodes->{$_}->connstr('postgres') } @shards;
 my %relay;
 for my $s (@shards)
 {
-	my @t = @{ $mine{$s} };
-	my $values = join(',', map { '(' . ($_ + 1) . ", $t[$_])" } 0 .. $#t);
 	$nodes->{$s}->safe_psql('postgres', qq{
-		INSERT INTO mine VALUES $values;
 		INSERT INTO accounts SELECT tenant, a, 1000, 'account ' || a FROM mine, generate_series(1, $naccounts) a;
 	});
 	$relay{$s} = start_relay(name => "schema_$s", upstream => $conn{$s}, token => $token, slot => "relay_schema_$s");
@@ -77,14 +73,7 @@ close $bf;
 my %sum = map { $_ => 1000 * $naccounts } 2 .. $ntenants;
 my $readers = start_readers(data_dir => $edge_a->{data_dir}, table => 'public.accounts', column => 'balance',
 	rows => $naccounts, sum => \%sum, tenants => [ 2 .. $ntenants ], n => 2, seed => $seed);
-my @bench;
-for my $s (@shards)
-{
-	my $log = "$PostgreSQL::Test::Utils::log_path/015_pgbench_$s.log";
-	push @bench, [ $s, $log, IPC::Run::start([ 'pgbench', '-n', '-c', '1', '-j', '1', '-T', '25',
-		'-D', 'n=' . scalar(@{ $mine{$s} }), '-f', $script, $conn{$s} ], '>', $log, '2>&1') ];
-	kill_at_exit($bench[-1][2]);
-}
+my $bench = start_shard_pgbench(conninfo => \%conn, mine => \%mine, script => $script, seconds => 25, clients => 1);
 
 # --- the schema changes, while the transfers go on ----------------------------------------------------
 my $owner1 = $owner_name[1];
@@ -126,15 +115,7 @@ for my $i (0 .. $#ddl)
 		launch_apply($edge_a, 0);
 	}
 }
-for my $b (@bench)
-{
-	my ($s, $log, $h) = @$b;
-	$h->finish;
-	my $out = slurp_file($log);
-	my ($tx) = $out =~ /number of transactions actually processed: (\d+)/;
-	ok($? == 0 && ($tx // 0) > 100, "pgbench on $s committed " . ($tx // 0) . ' transfers across the schema changes')
-	  or diag($out);
-}
+finish_shard_pgbench($bench, 'transfers across the schema changes', 100);
 
 wait_apply_connected($edge_a);
 ok(wait_apply_caught_up($edge_a, $nodes, 'edge A to catch up after the changes'), 'edge A caught up after the changes');

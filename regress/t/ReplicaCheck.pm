@@ -20,7 +20,8 @@ use File::Path qw(rmtree);
 use RelayHarness qw(wait_until lsn_num http_metrics kill_at_exit);
 use ReplicaReader;
 
-our @EXPORT = qw(test_dir test_seed start_shard_primaries apply_daemon launch_apply kill_apply stop_apply
+our @EXPORT = qw(test_dir test_seed start_shard_primaries tenants_by_shard start_shard_pgbench
+  finish_shard_pgbench apply_daemon launch_apply kill_apply stop_apply
   apply_metric wait_apply_connected wait_apply_caught_up replica_cli replica_rows primary_rows
   compare_replicas verify_replicas start_readers stop_readers kill_at_exit);
 
@@ -87,6 +88,67 @@ timezone = 'UTC'
 		$node{$name}->safe_psql('postgres', $sql);
 	}
 	return \%node;
+}
+
+# Tenants 1 .. $n by the shard the map gives them (shard_for on the first node): returns a hash
+# with owner_name (array: tenant => shard name), owner (tenant => node) and mine (shard name =>
+# its tenants, ascending). Each shard's table `mine (i int PRIMARY KEY, tenant bigint)`, when the
+# test created it, gets its tenants numbered from 1 (for pgbench scripts: a random i picks one).
+sub tenants_by_shard
+{
+	my ($nodes, $n) = @_;
+	my @names = sort keys %$nodes;
+	my @owner_name = (undef, split /,/, $nodes->{ $names[0] }->safe_psql('postgres',
+		"SELECT string_agg(edgeshard.shard_for(g), ',' ORDER BY g) FROM generate_series(1, $n) g"));
+	my %t = (owner_name => \@owner_name, owner => {}, mine => {});
+	for my $tenant (1 .. $n)
+	{
+		$t{owner}{$tenant} = $nodes->{ $owner_name[$tenant] };
+		push @{ $t{mine}{ $owner_name[$tenant] } }, $tenant;
+	}
+	for my $s (@names)
+	{
+		my @mine = @{ $t{mine}{$s} // [] };
+		next unless @mine && $nodes->{$s}->safe_psql('postgres', "SELECT to_regclass('mine') IS NOT NULL") eq 't';
+		my $values = join(',', map { '(' . ($_ + 1) . ", $mine[$_])" } 0 .. $#mine);
+		$nodes->{$s}->safe_psql('postgres', "INSERT INTO mine VALUES $values");
+	}
+	return \%t;
+}
+
+# Starts pgbench on every shard of %$conninfo (name => conninfo) for $o{seconds} with $o{script},
+# $o{clients} clients (default 2), `-D n=<its tenant count>` from $o{mine}; output in the test's log
+# directory. Returns the handles for finish_shard_pgbench.
+sub start_shard_pgbench
+{
+	my (%o) = @_;
+	my $clients = $o{clients} // 2;
+	my @bench;
+	for my $s (sort keys %{ $o{conninfo} })
+	{
+		my $log = "$PostgreSQL::Test::Utils::log_path/" . basename($0, '.pl') . "_pgbench_$s.log";
+		push @bench, [ $s, $log, IPC::Run::start(
+			[ 'pgbench', '-n', '-c', $clients, '-j', $clients, '-T', $o{seconds},
+			  '-D', 'n=' . scalar(@{ $o{mine}{$s} }), '-f', $o{script}, $o{conninfo}{$s} ],
+			'>', $log, '2>&1') ];
+		kill_at_exit($bench[-1][2]);
+	}
+	return \@bench;
+}
+
+# Waits for the pgbench runs of start_shard_pgbench; one test per shard that it exited cleanly
+# having committed more than $min transactions ($what names them).
+sub finish_shard_pgbench
+{
+	my ($bench, $what, $min) = @_;
+	for my $b (@$bench)
+	{
+		my ($s, $log, $h) = @$b;
+		$h->finish;
+		my $out = PostgreSQL::Test::Utils::slurp_file($log);
+		my ($tx) = $out =~ /number of transactions actually processed: (\d+)/;
+		ok($? == 0 && ($tx // 0) > $min, "pgbench on $s committed " . ($tx // 0) . " $what") or diag($out);
+	}
 }
 
 # --- the apply daemon ---------------------------------------------------------------------------
