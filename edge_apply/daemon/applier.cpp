@@ -20,12 +20,14 @@
 #include <algorithm>
 #include <chrono>
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <span>
 #include <thread>
@@ -161,6 +163,7 @@ struct Applier::Impl {
     served.insert(list.begin(), list.end());
     writer_options.compact_deltas = static_cast<size_t>(c.compact_deltas);
     writer_options.compress = c.compress;
+    writer_options.pending_memory_bytes = static_cast<size_t>(c.tenant_memory_bytes);
   }
 
   // Whether this edge serves tenant key.
@@ -527,16 +530,26 @@ struct Applier::Impl {
     }
     Tenant* t = tenant(ev.tenant);
     if (t == nullptr) return;
+    // A spilled group is read back from its file one frame at a time.
+    std::vector<std::span<const uint8_t>> spans(ev.frames.begin(), ev.frames.end());
+    MemoryFrameSource in_memory(spans);
+    std::optional<FileFrameSource> on_disk;
+    if (ev.spill) on_disk.emplace(ev.spill->source());
+    FrameSource& source = on_disk ? static_cast<FrameSource&>(*on_disk) : in_memory;
     if (t->copying & shard_bit(ev.shard)) {
       frame::Header h;
-      if (frame::parse_header(ev.frames[0], h).ok() && in_copy(*t, ev.shard, ev.key, h.xid)) {
+      std::span<const uint8_t> first;
+      source.rewind();
+      if (source.next(first) && frame::parse_header(first, h).ok() && in_copy(*t, ev.shard, ev.key, h.xid)) {
         stats.groups_in_snapshot.fetch_add(1);
         return;
       }
     }
-    std::vector<std::span<const uint8_t>> spans(ev.frames.begin(), ev.frames.end());
     bool skipped = false;
-    WriterStatus st = t->active().apply_group(shards[ev.shard].shard, relations[ev.shard], spans, &skipped);
+    TenantWriter& w = t->active();
+    const uint64_t runs = w.spill_runs_written();
+    WriterStatus st = w.apply_group(shards[ev.shard].shard, relations[ev.shard], source, &skipped);
+    stats.spill_runs.fetch_add(w.spill_runs_written() - runs);
     if (!st.ok()) {
       failed(*t, st, "apply_group");
       return;
@@ -813,9 +826,11 @@ struct Applier::Impl {
     // One sync for every delta of the round, then the manifests naming them, one more sync: two
     // syncs a round instead of four fsyncs per tenant; nothing is acked before the second.
     if (staged_files && !sync_data_dir("the round's delta files")) return false;
+    size_t released = 0;  // bytes of pending rows the round's publishes free
     for (Tenant* t : round) {
       TenantWriter& w = t->active();
       const bool pending = w.has_pending();
+      released += w.pending_bytes();
       const uint64_t generation = w.manifest().generation;
       if (WriterStatus st = w.publish_flush(); !st.ok()) {
         if (!failed(*t, st, "flush")) return false;
@@ -850,8 +865,22 @@ struct Applier::Impl {
       if (ack > shards[s].acked.load()) shards[s].acked = ack;
     }
     if (!final) close_idle_tenants();
+    give_back_memory(released);
     return true;
   }
+
+  // After a round that freed much (a big transaction's pending rows, its frames), gives the free
+  // memory back to the system: glibc keeps freed small blocks in its arenas (the stream threads'
+  // too) otherwise, and the daemon would keep a big transaction's peak for good.
+  void give_back_memory(size_t released) {
+    const uint64_t runs = stats.spill_runs.load();
+    if (released < kTrimAfterBytes && runs == spill_runs_at_trim) return;
+    spill_runs_at_trim = runs;
+    ::malloc_trim(0);
+    stats.memory_trims.fetch_add(1);
+  }
+  static constexpr size_t kTrimAfterBytes = size_t{16} << 20;
+  uint64_t spill_runs_at_trim = 0;  // stats.spill_runs at the last give_back_memory() trim
 };
 
 Applier::Applier(const ApplyConfig& config, std::deque<ShardState>& shards, EventQueue& queue)
