@@ -1051,6 +1051,7 @@ WriterStatus TenantWriter::apply_truncate_unguarded(std::string_view shard, cons
           if (!r.tombstone) keys.emplace(r.key);
         }
         if (st.failed()) return file_status(st, lf.file.path());
+        lf.file.release_pages();  // a whole table read: keep none of it resident
       }
     }
     for (auto it = s.pending.lower_bound(NodeKey{table, ""}, NodeLess{});
@@ -1234,7 +1235,8 @@ struct Compaction::Impl {
   };
   std::map<std::string, Merged> tables;
   bool to_base = true;  // the inputs start at the oldest file: a base, tombstones dropped
-  replica::BlockCache cache;
+  // A merge reads each input once, in order (each scan holds its current block): a small cache.
+  replica::BlockCache cache{size_t{1} << 20};
   bool ran = false;
   WriterStatus status;  // of run()
   FileEntry base;       // run()'s output
@@ -1260,6 +1262,8 @@ WriterStatus Compaction::run_unguarded() {
     input_failure = file_status(st, c.inputs[i].file.path());
     return st;
   };
+  constexpr uint64_t kReleaseEvery = 16384;  // records merged between release_pages() calls
+  uint64_t merged = 0;
   auto fill = [&](replica::Writer& w) -> replica::Status {
     uint32_t no = 0;
     for (auto& [name, m] : c.tables) {
@@ -1320,6 +1324,11 @@ WriterStatus Compaction::run_unguarded() {
           if (replica::Status st = w.add(no, r.key, value); !st.ok()) return st;
         } else if (!c.to_base) {
           if (replica::Status st = w.add_tombstone(no, r.key); !st.ok()) return st;
+        }
+        // The inputs' pages read so far leave the process's RSS now and then (a merge of a big
+        // tenant would otherwise keep every input file resident).
+        if (++merged % kReleaseEvery == 0) {
+          for (const auto& in : c.inputs) in.file.release_pages();
         }
         for (size_t i = 0; i < heads.size(); ++i) {
           Head& h = heads[i];

@@ -660,6 +660,8 @@ struct Applier::Impl {
       }
       if (compacted) stats.compactions.fetch_add(1);
     }
+    // A merge's buffers were freed on the compaction thread (its own malloc arena).
+    if (!finished.empty()) give_back_memory(true);
     return true;
   }
 
@@ -865,22 +867,22 @@ struct Applier::Impl {
       if (ack > shards[s].acked.load()) shards[s].acked = ack;
     }
     if (!final) close_idle_tenants();
-    give_back_memory(released);
+    const uint64_t runs = stats.spill_runs.load();
+    give_back_memory(released >= kTrimAfterBytes || runs != spill_runs_at_trim);
+    spill_runs_at_trim = runs;
     return true;
   }
 
   // After a round that freed much (a big transaction's pending rows, its frames), gives the free
   // memory back to the system: glibc keeps freed small blocks in its arenas (the stream threads'
   // too) otherwise, and the daemon would keep a big transaction's peak for good.
-  void give_back_memory(size_t released) {
-    const uint64_t runs = stats.spill_runs.load();
-    if (released < kTrimAfterBytes && runs == spill_runs_at_trim) return;
-    spill_runs_at_trim = runs;
+  void give_back_memory(bool freed_much) {
+    if (!freed_much) return;
     ::malloc_trim(0);
     stats.memory_trims.fetch_add(1);
   }
   static constexpr size_t kTrimAfterBytes = size_t{16} << 20;
-  uint64_t spill_runs_at_trim = 0;  // stats.spill_runs at the last give_back_memory() trim
+  uint64_t spill_runs_at_trim = 0;  // stats.spill_runs at the end of the last flush round
 };
 
 Applier::Applier(const ApplyConfig& config, std::deque<ShardState>& shards, EventQueue& queue)

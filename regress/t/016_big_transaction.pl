@@ -5,7 +5,7 @@
 # (tenant_memory_bytes), then publishes the whole transaction in one manifest. Checked: spilling
 # happened (metrics), the replica equals the primary (count and a checksum per tenant, and row for
 # row when small), the spill directory is empty afterwards, the daemon's peak RSS (VmHWM) stays
-# under 128 MB and its RSS once idle again. Default: 300,000 rows with small budgets (1 MiB,
+# under 128 MB and its RSS once idle again under 64 MB. Default: 300,000 rows with small budgets (1 MiB,
 # 4 MiB); ES_LONG=1 (scripts/test --long): 5,000,000 rows with the default budgets, the figure
 # issue 12 asks for (BIG_TXN_ROWS overrides N).
 use strict;
@@ -76,7 +76,9 @@ my $rss_mb = sprintf('%.1f', ($rss_kb // 0) / 1024);
 diag("edgeshard-apply on one $rows-row transaction: peak RSS (VmHWM) $hwm_mb MB, RSS afterwards $rss_mb MB"
 	  . ($long ? ' (default budgets)' : ' (group_memory_bytes 1 MiB, tenant_memory_bytes 4 MiB)'));
 ok(defined $hwm_kb && $hwm_kb <= 128 * 1024, "peak RSS $hwm_mb MB is at most 128 MB");
-ok(defined $rss_kb && $rss_kb <= 128 * 1024, "RSS once idle $rss_mb MB is at most 128 MB");
+# Memory given back: a big transaction's peak is not kept (half the goal, well above a quiet
+# daemon's 10-25 MB).
+ok(defined $rss_kb && $rss_kb <= 64 * 1024, "RSS once idle $rss_mb MB is at most 64 MB");
 
 verify_replicas($apply->{data_dir}, 2, 'after the big transaction');
 is(stop_apply($apply), 0, 'edgeshard-apply stops cleanly');
