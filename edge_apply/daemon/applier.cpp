@@ -660,8 +660,9 @@ struct Applier::Impl {
       }
       if (compacted) stats.compactions.fetch_add(1);
     }
-    // A merge's buffers were freed on the compaction thread (its own malloc arena).
-    if (!finished.empty()) give_back_memory(true);
+    // A merge's buffers were freed on the compaction thread (its own malloc arena); at most once
+    // a second (many tenants compact while catching up).
+    if (!finished.empty()) give_back_memory(Clock::now() - last_trim >= std::chrono::seconds(1));
     return true;
   }
 
@@ -879,10 +880,12 @@ struct Applier::Impl {
   void give_back_memory(bool freed_much) {
     if (!freed_much) return;
     ::malloc_trim(0);
+    last_trim = Clock::now();
     stats.memory_trims.fetch_add(1);
   }
   static constexpr size_t kTrimAfterBytes = size_t{16} << 20;
   uint64_t spill_runs_at_trim = 0;  // stats.spill_runs at the end of the last flush round
+  Clock::time_point last_trim{};     // of the last give_back_memory() trim
 };
 
 Applier::Applier(const ApplyConfig& config, std::deque<ShardState>& shards, EventQueue& queue)

@@ -5,9 +5,9 @@
 # (tenant_memory_bytes), then publishes the whole transaction in one manifest. Checked: spilling
 # happened (metrics), the replica equals the primary (count and a checksum per tenant, and row for
 # row when small), the spill directory is empty afterwards, the daemon's peak RSS (VmHWM) stays
-# under 128 MB and its RSS once idle again under 64 MB. Default: 300,000 rows with small budgets (1 MiB,
-# 4 MiB); ES_LONG=1 (scripts/test --long): 5,000,000 rows with the default budgets, the figure
-# issue 12 asks for (BIG_TXN_ROWS overrides N).
+# under 128 MB and its RSS once idle again under 64 MB. Default: 300,000 rows with small budgets
+# (1 MiB, 4 MiB); ES_LONG=1 (scripts/test --long): 5,000,000 rows with the default budgets, the
+# figure issue 12 asks for (BIG_TXN_ROWS overrides N).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
