@@ -141,16 +141,9 @@ Bytes keepalive(uint64_t position) {
 }
 
 TEST(ShardStream, CorruptFrameDropsTheConnectionAndItsGroup) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int port = 0;
+  const int listener = listen_loopback(port);
   ASSERT_GE(listener, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(listener, 4), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const int port = ntohs(addr.sin_port);
 
   const Bytes a = tenant_frame("a", 100, 0, true);
   const Bytes b0 = tenant_frame("b", 200, 0, false);
@@ -158,47 +151,17 @@ TEST(ShardStream, CorruptFrameDropsTheConnectionAndItsGroup) {
   Bytes b1_corrupt = b1;
   b1_corrupt[b1_corrupt.size() - 3] ^= 0x20;  // a payload byte: the header's checksum no longer matches
 
+  Bytes first, second;
+  for (const Bytes& m : {frame_message(100, a), frame_message(200, b0), frame_message(200, b1_corrupt)}) {
+    first.insert(first.end(), m.begin(), m.end());
+  }
+  for (const Bytes& m : {frame_message(200, b0), frame_message(200, b1), keepalive(300)}) {
+    second.insert(second.end(), m.begin(), m.end());
+  }
   std::atomic<bool> stop{false};
   std::vector<uint64_t> hello_starts;
-  std::thread relay([&] {
-    for (int session = 0; session < 2; ++session) {
-      const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) return;
-      proto::Hello hello;
-      if (!read_hello(fd, hello)) {
-        ::close(fd);
-        return;
-      }
-      hello_starts.push_back(hello.start);
-      Bytes out;
-      proto::Welcome welcome;
-      welcome.start = session == 0 ? 100 : 200;
-      welcome.position = 300;
-      welcome.relay_name = "fake";
-      proto::encode(welcome, out);
-      if (session == 0) {
-        for (const Bytes& m : {frame_message(100, a), frame_message(200, b0), frame_message(200, b1_corrupt)}) {
-          out.insert(out.end(), m.begin(), m.end());
-        }
-      } else {
-        for (const Bytes& m : {frame_message(200, b0), frame_message(200, b1)}) out.insert(out.end(), m.begin(), m.end());
-        proto::Keepalive k;
-        k.position = 300;
-        k.relay_time_us = 5000;
-        proto::encode(k, out);
-      }
-      send_all(fd, out);
-      // Wait for the subscriber to hang up (session 0) or for the end of the test.
-      uint8_t sink[512];
-      while (!stop.load()) {
-        timeval tv{0, 50000};
-        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        const ssize_t n = ::recv(fd, sink, sizeof sink, 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) break;
-      }
-      ::close(fd);
-    }
-  });
+  const std::vector<std::pair<uint64_t, Bytes>> sessions = {{100, first}, {200, second}};
+  std::thread relay([&] { fake_relay(listener, sessions, hello_starts, stop); });
 
   EventQueue queue(size_t{1} << 20);
   ShardState state;
@@ -212,14 +175,7 @@ TEST(ShardStream, CorruptFrameDropsTheConnectionAndItsGroup) {
   std::atomic<bool> applier_done{true};
   std::thread stream([&] { run_shard_stream(options, state, queue, stop, applier_done); });
 
-  std::vector<ApplyEvent> events;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (std::chrono::steady_clock::now() < deadline) {
-    ApplyEvent ev;
-    if (!queue.pop(std::chrono::steady_clock::now() + std::chrono::milliseconds(50), ev)) continue;
-    events.push_back(std::move(ev));
-    if (events.back().kind == ApplyEvent::kPosition) break;
-  }
+  std::vector<ApplyEvent> events = events_until_position(queue);
   stop = true;
   stream.join();
   ::shutdown(listener, SHUT_RDWR);
