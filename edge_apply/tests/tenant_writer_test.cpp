@@ -1053,6 +1053,21 @@ TEST_F(SpillTest, GroupOfAnotherTenantIsRefusedBeforeAnythingIsApplied) {
   EXPECT_TRUE(w_->flush().ok());
 }
 
+TEST_F(SpillTest, AddColumnAfterASpillReadsSpilledRowsUnderTheNewDescription) {
+  apply(100, inserts(0, 1999), 100);  // spill runs under the old columns
+  ASSERT_GE(w_->spill_runs_written(), 1u);
+  describe(rels_, kOrders, "orders", {"note", "extra"});  // ALTER TABLE ADD COLUMN (no default)
+  apply(200, {{'I', kOrders, 5000, {T("x"), T("y")}}});
+  flush();
+  // The runs keep their own description; readers render their rows under the newest.
+  Content want;
+  for (int64_t id = 0; id <= 1999; ++id) want[id] = {note_of(id), "NULL"};
+  want[5000] = {"x", "y"};
+  EXPECT_EQ(orders(), want);
+  ASSERT_TRUE(w_->compact(true).ok());
+  EXPECT_EQ(orders(), want);
+}
+
 TEST_F(SpillTest, FileFrameSourceGivesWhatMemoryGives) {
   std::vector<Change> big = inserts(0, 1500);
   big.push_back({'U', kOrders, 3, {T("three")}});
