@@ -1491,6 +1491,11 @@ Status ReplicaFile::open(const std::string& path) noexcept {
   }
 }
 
+void ReplicaFile::release_pages() const noexcept {
+  // A private, read-only mapping of a file: dropped pages read the same bytes back from the file.
+  if (impl_ && impl_->map_addr != nullptr) (void)::madvise(impl_->map_addr, impl_->map_length, MADV_DONTNEED);
+}
+
 Status ReplicaFile::open_memory(std::span<const uint8_t> bytes, std::string name) noexcept {
   impl_.reset();
   try {

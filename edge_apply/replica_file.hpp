@@ -247,6 +247,11 @@ class ReplicaFile {
   // Whether open() succeeded.
   bool is_open() const noexcept;
 
+  // Drops the mapped pages this process touched from its memory (they stay in the page cache and
+  // fault back in when read again): a long sequential read, such as a compaction's, then does not
+  // keep the whole file in the process's RSS. No effect on caller-owned bytes.
+  void release_pages() const noexcept;
+
   // Looks a key up. kOk: a row, `value` set (valid until the next get() or scan step using the same
   // cache, and while the file is open); kTombstone; kNotFound; or a failure (kCorrupt: a block
   // that fails its checks; kOutOfMemory; kFailed when not open).

@@ -141,6 +141,11 @@ struct NodeLess {
 
 using PendingSet = bi::set<Node, bi::compare<NodeLess>, bi::constant_time_size<false>>;
 
+// Bytes a pending node takes (about: the node, its strings, the allocator's overhead).
+size_t node_bytes(const Node& n) {
+  return sizeof(Node) + n.table.size() + n.key.size() + n.value.size() + 48;
+}
+
 // Frees a node taken out of the set.
 struct DisposeNode {
   void operator()(Node* n) const { std::unique_ptr<Node> owned(n); }
@@ -154,6 +159,22 @@ struct Op {
   bool tombstone = false;
   std::string value;
 };
+
+// Bytes a staged op takes (about).
+size_t op_bytes(const Op& op) { return sizeof(Op) + op.table.size() + op.key.size() + op.value.size() + 48; }
+
+// fsyncs the file at path; false with why set on failure.
+bool fsync_file(const fs::path& path, std::string& why) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    why = "could not open " + path.string() + ": " + errno_text(errno);
+    return false;
+  }
+  const bool ok = ::fsync(fd) == 0;
+  if (!ok) why = "could not fsync " + path.string() + ": " + errno_text(errno);
+  ::close(fd);
+  return ok;
+}
 
 // An old row found for an UNCHANGED_TOAST merge: its tuple and the columns it was written with.
 struct OldRow {
@@ -187,6 +208,11 @@ struct TenantWriter::Impl {
   replica::BlockCache cache;
   PendingSet pending;
   std::map<std::string, std::shared_ptr<const RelationInfo>, std::less<>> pending_rel;
+  size_t pending_bytes = 0;       // node_bytes() of every node in pending
+  std::vector<LiveFile> spilled;  // spill runs: unlisted deltas of pending rows, oldest first
+  // The newest description of each table in the spill runs.
+  std::map<std::string, std::shared_ptr<const RelationInfo>, std::less<>> spilled_rel;
+  uint64_t spill_runs = 0;  // spill runs written since open()
 
   ~Impl() { pending.clear_and_dispose(DisposeNode{}); }
 
@@ -194,14 +220,28 @@ struct TenantWriter::Impl {
   // Returns false with `status` set on a failure; `found` says whether a live row exists.
   bool find_old_row(const std::vector<Op>& staged, std::string_view table, std::string_view key,
                     bool& found, OldRow& out, WriterStatus& status);
+  // Looks (table, key) up in the files of list, newest first: 1 when a record decides it (found
+  // and out set), 0 when none has it, -1 on a failure (status set).
+  int find_in_files(const std::vector<LiveFile>& list, std::string_view table, std::string_view key,
+                    bool& found, OldRow& out, WriterStatus& status);
   // Checks a group's frame headers (one transaction, this tenant, sequence 0.., LAST on the last
   // frame) and returns its commit LSN and time.
-  WriterStatus check_group(std::span<const std::span<const uint8_t>> frames, uint64_t& commit_lsn,
-                           int64_t& commit_time) const;
-  // Checks, stages and returns the changes of one group.
-  WriterStatus stage_group(const RelationMap& relations,
-                           std::span<const std::span<const uint8_t>> frames, std::vector<Op>& ops,
-                           uint64_t& commit_lsn, int64_t& commit_time, uint64_t& end_lsn);
+  WriterStatus check_group(FrameSource& frames, uint64_t& commit_lsn, int64_t& commit_time) const;
+  // Checks and stages the changes of frame i of a group (open in reader) into ops.
+  WriterStatus stage_frame(const RelationMap& relations, frame::Reader& reader, size_t i,
+                           std::vector<Op>& ops, uint64_t commit_lsn, int64_t& commit_time,
+                           uint64_t& end_lsn);
+  // Stages a checked group's changes frame by frame and commits them to the pending set: whole
+  // when they fit the memory budget, else in pieces (spilling past the budget); a failure after a
+  // piece went in fails the writer. shard empty: an initial copy's group (no position moves).
+  WriterStatus apply_frames(std::string_view shard, const RelationMap& relations, FrameSource& frames,
+                            uint64_t commit_lsn, int64_t commit_time);
+  // Writes the pending set as a spill run (an unlisted delta, not fsynced) and empties it.
+  WriterStatus spill_pending();
+  // Adds the pending set's tables (numbered in name order) and records to w.
+  replica::Status fill_pending(replica::Writer& w) const;
+  // Forgets the in-memory pending rows.
+  void clear_pending();
   // Stages one INSERT/UPDATE row.
   WriterStatus stage_row(const std::shared_ptr<const RelationInfo>& rel, const frame::Tuple& row,
                          const frame::Tuple* old_key, std::vector<Op>& ops);
@@ -325,10 +365,16 @@ uint64_t TenantWriter::pending_position(std::string_view shard) const {
   return it == impl_->positions.end() ? 0 : it->second.applied;
 }
 
-bool TenantWriter::has_pending() const noexcept { return !impl_->pending_rel.empty(); }
+bool TenantWriter::has_pending() const noexcept {
+  return !impl_->pending_rel.empty() || !impl_->spilled.empty();
+}
+
+size_t TenantWriter::pending_bytes() const noexcept { return impl_->pending_bytes; }
+
+uint64_t TenantWriter::spill_runs_written() const noexcept { return impl_->spill_runs; }
 
 bool TenantWriter::idle() const noexcept {
-  return !impl_->failed && impl_->pending_rel.empty() && !impl_->compacting;
+  return !impl_->failed && !has_pending() && !impl_->compacting;
 }
 
 void TenantWriter::close() {
@@ -339,8 +385,48 @@ void TenantWriter::close() {
 uint64_t TenantWriter::next_sequence() const noexcept { return impl_->next_sequence; }
 
 void TenantWriter::drop_pending() {
-  impl_->pending.clear_and_dispose(DisposeNode{});
-  impl_->pending_rel.clear();
+  Impl& s = *impl_;
+  s.clear_pending();
+  std::error_code ec;
+  for (const LiveFile& lf : s.spilled) fs::remove(s.dir / lf.entry.name, ec);
+  s.spilled.clear();
+  s.spilled_rel.clear();
+}
+
+void TenantWriter::Impl::clear_pending() {
+  pending.clear_and_dispose(DisposeNode{});
+  pending_rel.clear();
+  pending_bytes = 0;
+}
+
+replica::Status TenantWriter::Impl::fill_pending(replica::Writer& w) const {
+  // Tables numbered in name order, so that the set's (table, key) order is record order.
+  std::map<std::string_view, uint32_t> numbers;
+  for (const auto& [table, rel] : pending_rel) {
+    const uint32_t no = static_cast<uint32_t>(numbers.size() + 1);
+    numbers.emplace(table, no);
+    if (replica::Status st = w.add_table(rel->to_table(no)); !st.ok()) return st;
+  }
+  for (const Node& n : pending) {
+    const uint32_t no = numbers.at(n.table);
+    replica::Status st = n.tombstone ? w.add_tombstone(no, n.key) : w.add(no, n.key, n.value);
+    if (!st.ok()) return st;
+  }
+  return {};
+}
+
+WriterStatus TenantWriter::Impl::spill_pending() {
+  if (pending_rel.empty()) return {};
+  // Tombstones are kept (older files may hold those keys); not fsynced: the flush that lists the
+  // run makes it durable first (stage_files).
+  LiveFile run;
+  auto fill = [&](replica::Writer& w) { return fill_pending(w); };
+  if (WriterStatus st = write_file(replica::FileKind::kDelta, "delta", fill, run, false); !st.ok()) return st;
+  for (const auto& [table, rel] : pending_rel) spilled_rel[table] = rel;
+  spilled.push_back(std::move(run));
+  ++spill_runs;
+  clear_pending();
+  return {};
 }
 
 WriterStatus TenantWriter::adopt(TenantWriter& staging) {
@@ -474,8 +560,19 @@ bool TenantWriter::Impl::find_old_row(const std::vector<Op>& staged, std::string
     }
     return true;
   }
-  for (size_t i = files.size(); i-- > 0;) {
-    const replica::ReplicaFile& f = files[i].file;
+  // Spill runs hold newer rows than the published files.
+  for (const std::vector<LiveFile>* list : {&spilled, &files}) {
+    const int r = find_in_files(*list, table, key, found, out, status);
+    if (r != 0) return r > 0;
+  }
+  return true;
+}
+
+int TenantWriter::Impl::find_in_files(const std::vector<LiveFile>& list, std::string_view table,
+                                      std::string_view key, bool& found, OldRow& out,
+                                      WriterStatus& status) {
+  for (size_t i = list.size(); i-- > 0;) {
+    const replica::ReplicaFile& f = list[i].file;
     for (const replica::Table& t : f.tables()) {
       if (t.schema.size() + 1 + t.name.size() != table.size() || table != t.schema + "." + t.name) {
         continue;
@@ -483,10 +580,10 @@ bool TenantWriter::Impl::find_old_row(const std::vector<Op>& staged, std::string
       std::string_view value;
       const replica::Status st = f.get(t.table_no, key, cache, value);
       if (st.code == replica::Code::kNotFound) break;
-      if (st.code == replica::Code::kTombstone) return true;
+      if (st.code == replica::Code::kTombstone) return 1;
       if (!st.ok()) {
         status = file_status(st, f.path());
-        return false;
+        return -1;
       }
       out.tuple.assign(value);
       out.names.clear();
@@ -498,10 +595,10 @@ bool TenantWriter::Impl::find_old_row(const std::vector<Op>& staged, std::string
         out.columns.push_back(fc);
       }
       found = true;
-      return true;
+      return 1;
     }
   }
-  return true;
+  return 0;
 }
 
 WriterStatus TenantWriter::Impl::stage_row(const std::shared_ptr<const RelationInfo>& rel,
@@ -569,16 +666,10 @@ WriterStatus TenantWriter::Impl::stage_row(const std::shared_ptr<const RelationI
   return {};
 }
 
-WriterStatus TenantWriter::Impl::stage_group(const RelationMap& relations,
-                                             std::span<const std::span<const uint8_t>> frames,
-                                             std::vector<Op>& ops, uint64_t& commit_lsn,
+WriterStatus TenantWriter::Impl::stage_frame(const RelationMap& relations, frame::Reader& reader,
+                                             size_t i, std::vector<Op>& ops, uint64_t commit_lsn,
                                              int64_t& commit_time, uint64_t& end_lsn) {
-  frame::Reader reader;
-  for (size_t i = 0; i < frames.size(); ++i) {
-    if (frame::Status st = reader.open(frames[i]); !st.ok()) {
-      return fail(WriterStatus::kBadMessage, "frame " + std::to_string(i) + " of the group: " +
-                                                 frame::error_name(st.error) + ": " + st.message);
-    }
+  {
     frame::MessageCursor cursor = reader.messages();
     frame::Message m;
     while (cursor.next(m)) {
@@ -650,6 +741,8 @@ WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<
   // description among the pending rows' and the group's (schema on write for the pending set; a
   // transaction that altered a table in its middle brings both). Projections are prepared first,
   // so that a change the stored rows cannot follow (a type change) fails before anything moved.
+  // Spill runs keep their own descriptions (read under the newest, as older files are), but
+  // their rows must be readable under it.
   std::map<std::string_view, std::shared_ptr<const RelationInfo>> newest;
   for (const Op& op : ops) {
     auto [it, fresh] = newest.emplace(op.table, op.rel);
@@ -658,6 +751,8 @@ WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<
   for (auto& [table, rel] : newest) {
     auto p = pending_rel.find(table);
     if (p != pending_rel.end() && rel->at < p->second->at) rel = p->second;
+    auto q = spilled_rel.find(table);
+    if (q != spilled_rel.end() && rel->at < q->second->at) rel = q->second;
   }
   std::map<std::pair<const RelationInfo*, const RelationInfo*>, Projection> projections;
   auto projection = [&](const std::shared_ptr<const RelationInfo>& from,
@@ -679,6 +774,10 @@ WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<
   for (const auto& [table, to] : newest) {
     auto p = pending_rel.find(table);
     if (p != pending_rel.end() && !p->second->same_shape(*to) && projection(p->second, to, st) == nullptr) {
+      return st;
+    }
+    auto q = spilled_rel.find(table);
+    if (q != spilled_rel.end() && !q->second->same_shape(*to) && projection(q->second, to, st) == nullptr) {
       return st;
     }
   }
@@ -713,10 +812,12 @@ WriterStatus TenantWriter::Impl::commit_ops(std::string_view shard, std::vector<
       pending.insert(*fresh.release());
     } else {
       node = &*it;
+      pending_bytes -= node_bytes(*node);
     }
     node->tombstone = op.tombstone;
     node->value = std::move(op.value);
     node->rel = op.rel;
+    pending_bytes += node_bytes(*node);
     pending_rel[op.table] = op.rel;
   }
   if (shard.empty()) return {};  // rows of an initial copy: no stream position moves
@@ -749,7 +850,11 @@ WriterStatus TenantWriter::Impl::reshape_pending(std::string_view table, const P
     }
     rows.emplace_back(&*it, std::move(value));
   }
-  for (auto& [node, value] : rows) node->value = std::move(value);
+  for (auto& [node, value] : rows) {
+    pending_bytes -= node_bytes(*node);
+    node->value = std::move(value);
+    pending_bytes += node_bytes(*node);
+  }
   for (auto it = pending.lower_bound(NodeKey{table, ""}, NodeLess{});
        it != pending.end() && it->table == table; ++it) {
     it->rel = to;
@@ -760,6 +865,7 @@ WriterStatus TenantWriter::Impl::reshape_pending(std::string_view table, const P
 
 std::shared_ptr<const RelationInfo> TenantWriter::Impl::current_relation(std::string_view table) const {
   if (auto p = pending_rel.find(table); p != pending_rel.end()) return p->second;
+  if (auto q = spilled_rel.find(table); q != spilled_rel.end()) return q->second;
   for (size_t i = files.size(); i-- > 0;) {
     for (const replica::Table& t : files[i].file.tables()) {
       if (t.schema.size() + 1 + t.name.size() == table.size() && table == t.schema + "." + t.name) {
@@ -793,17 +899,21 @@ WriterStatus TenantWriter::apply_relation(std::string_view shard,
   return {};
 }
 
-WriterStatus TenantWriter::Impl::check_group(std::span<const std::span<const uint8_t>> frames,
-                                             uint64_t& commit_lsn, int64_t& commit_time) const {
+WriterStatus TenantWriter::Impl::check_group(FrameSource& frames, uint64_t& commit_lsn,
+                                             int64_t& commit_time) const {
   if (failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
-  if (frames.empty()) return fail(WriterStatus::kBadGroup, "empty frame group");
-  for (size_t i = 0; i < frames.size(); ++i) {
+  frames.rewind();
+  std::span<const uint8_t> bytes;
+  size_t i = 0;
+  bool last = false;
+  for (; frames.next(bytes); ++i) {
+    if (last) return fail(WriterStatus::kBadGroup, "last flag before the end of the group");
     frame::Header h;
-    if (frame::Status st = frame::parse_header(frames[i], h); !st.ok()) {
+    if (frame::Status st = frame::parse_header(bytes, h); !st.ok()) {
       return fail(WriterStatus::kBadMessage,
                   "frame " + std::to_string(i) + " of the group: " + st.message);
     }
-    if (h.frame_length != frames[i].size()) {
+    if (h.frame_length != bytes.size()) {
       return fail(WriterStatus::kBadGroup,
                   "frame " + std::to_string(i) + " is not exactly one frame");
     }
@@ -821,17 +931,76 @@ WriterStatus TenantWriter::Impl::check_group(std::span<const std::span<const uin
       return fail(WriterStatus::kBadGroup, "frame sequence " + std::to_string(h.sequence) +
                                                " where " + std::to_string(i) + " was expected");
     }
-    if (h.last != (i + 1 == frames.size())) {
-      return fail(WriterStatus::kBadGroup, h.last ? "last flag before the end of the group"
-                                                  : "group does not end with its last frame");
+    last = h.last;
+  }
+  // A frame source that cannot be read is the machine's trouble (a spilled group's file).
+  if (!frames.error().empty()) return fail(WriterStatus::kIo, frames.error());
+  if (i == 0) return fail(WriterStatus::kBadGroup, "empty frame group");
+  if (!last) return fail(WriterStatus::kBadGroup, "group does not end with its last frame");
+  return {};
+}
+
+WriterStatus TenantWriter::Impl::apply_frames(std::string_view shard, const RelationMap& relations,
+                                              FrameSource& frames, uint64_t commit_lsn,
+                                              int64_t commit_time) {
+  const size_t budget = options.pending_memory_bytes;
+  std::vector<Op> ops;
+  size_t ops_size = 0;  // op_bytes() of ops
+  bool in_pieces = false;  // part of the group is in the pending set (or a spill run) already
+  // After a piece went in, a failure would leave half a transaction pending: fail the writer.
+  auto broken = [&](WriterStatus st) {
+    if (in_pieces) {
+      failed = true;
+      st.message += " (part of the group was applied: the writer must be reopened)";
     }
+    return st;
+  };
+  // Commits the staged ops (no position moves), then spills past the budget.
+  auto commit_piece = [&]() -> WriterStatus {
+    if (WriterStatus st = commit_ops({}, ops, 0, std::nullopt); !st.ok()) return st;
+    in_pieces = true;
+    ops.clear();
+    ops_size = 0;
+    if (budget != 0 && pending_bytes > budget) return spill_pending();
+    return {};
+  };
+  uint64_t end_lsn = 0;
+  frame::Reader reader;
+  frames.rewind();
+  std::span<const uint8_t> bytes;
+  for (size_t i = 0; frames.next(bytes); ++i) {
+    if (frame::Status st = reader.open(bytes); !st.ok()) {
+      return broken(fail(WriterStatus::kBadMessage, "frame " + std::to_string(i) + " of the group: " +
+                                                        frame::error_name(st.error) + ": " + st.message));
+    }
+    const size_t before = ops.size();
+    if (WriterStatus st = stage_frame(relations, reader, i, ops, commit_lsn, commit_time, end_lsn); !st.ok()) {
+      return broken(st);
+    }
+    for (size_t k = before; k < ops.size(); ++k) ops_size += op_bytes(ops[k]);
+    if (budget != 0 && pending_bytes + ops_size > budget) {
+      if (WriterStatus st = commit_piece(); !st.ok()) return broken(st);
+    }
+  }
+  if (!frames.error().empty()) return broken(fail(WriterStatus::kIo, frames.error()));
+  // No other transaction's commit starts inside this one's commit record: the position may move
+  // to its end, which is where a bookmark taken after the commit points (edgeshard.bookmark()).
+  // Rows of an initial copy (shard empty) move no stream position.
+  const uint64_t position = std::max(commit_lsn + 1, end_lsn);
+  if (WriterStatus st = shard.empty() ? commit_ops(shard, ops, 0, std::nullopt)
+                                      : commit_ops(shard, ops, position, commit_time);
+      !st.ok()) {
+    return broken(st);
+  }
+  if (budget != 0 && pending_bytes > budget) {
+    // The whole group is in: a failed spill leaves it pending (and its I/O error stops the writer).
+    if (WriterStatus st = spill_pending(); !st.ok()) return st;
   }
   return {};
 }
 
 WriterStatus TenantWriter::apply_group_unguarded(std::string_view shard, const RelationMap& relations,
-                                                 std::span<const std::span<const uint8_t>> frames,
-                                                 bool* skipped) {
+                                                 FrameSource& frames, bool* skipped) {
   Impl& s = *impl_;
   if (skipped != nullptr) *skipped = false;
   uint64_t commit_lsn = 0;
@@ -841,29 +1010,15 @@ WriterStatus TenantWriter::apply_group_unguarded(std::string_view shard, const R
     if (skipped != nullptr) *skipped = true;
     return {};
   }
-  std::vector<Op> ops;
-  uint64_t end_lsn = 0;
-  if (WriterStatus st = s.stage_group(relations, frames, ops, commit_lsn, commit_time, end_lsn); !st.ok()) {
-    return st;
-  }
-  // No other transaction's commit starts inside this one's commit record: the position may move
-  // to its end, which is where a bookmark taken after the commit points (edgeshard.bookmark()).
-  const uint64_t position = std::max(commit_lsn + 1, end_lsn);
-  return s.commit_ops(shard, ops, position, commit_time);
+  return s.apply_frames(shard, relations, frames, commit_lsn, commit_time);
 }
 
-WriterStatus TenantWriter::apply_copy_unguarded(const RelationMap& relations,
-                                                std::span<const std::span<const uint8_t>> frames) {
+WriterStatus TenantWriter::apply_copy_unguarded(const RelationMap& relations, FrameSource& frames) {
   Impl& s = *impl_;
   uint64_t commit_lsn = 0;
   int64_t commit_time = 0;
   if (WriterStatus st = s.check_group(frames, commit_lsn, commit_time); !st.ok()) return st;
-  std::vector<Op> ops;
-  uint64_t end_lsn = 0;
-  if (WriterStatus st = s.stage_group(relations, frames, ops, commit_lsn, commit_time, end_lsn); !st.ok()) {
-    return st;
-  }
-  return s.commit_ops({}, ops, 0, std::nullopt);
+  return s.apply_frames({}, relations, frames, commit_lsn, commit_time);
 }
 
 WriterStatus TenantWriter::apply_truncate_unguarded(std::string_view shard, const RelationMap& relations,
@@ -892,7 +1047,11 @@ WriterStatus TenantWriter::apply_truncate_unguarded(std::string_view shard, cons
     }
     const std::string table = rel->qualified();
     std::set<std::string> keys;
-    for (const LiveFile& lf : s.files) {
+    std::vector<const LiveFile*> stored;
+    for (const LiveFile& lf : s.files) stored.push_back(&lf);
+    for (const LiveFile& lf : s.spilled) stored.push_back(&lf);  // rows of this flush already spilled
+    for (const LiveFile* file : stored) {
+      const LiveFile& lf = *file;
       for (const replica::Table& t : lf.file.tables()) {
         if (t.schema + "." + t.name != table) continue;
         replica::Scan scan = lf.file.scan(t.table_no, "", std::nullopt, s.cache);
@@ -902,6 +1061,7 @@ WriterStatus TenantWriter::apply_truncate_unguarded(std::string_view shard, cons
           if (!r.tombstone) keys.emplace(r.key);
         }
         if (st.failed()) return file_status(st, lf.file.path());
+        lf.file.release_pages();  // a whole table read: keep none of it resident
       }
     }
     for (auto it = s.pending.lower_bound(NodeKey{table, ""}, NodeLess{});
@@ -1009,23 +1169,21 @@ WriterStatus TenantWriter::Impl::publish(const Manifest& m, bool sync) {
 WriterStatus TenantWriter::Impl::stage_files(bool sync, bool* wrote_file) {
   if (wrote_file != nullptr) *wrote_file = false;
   if (failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
+  if (!spilled.empty()) {
+    // Spill runs were written unsynced: the caller's sync (or ours) makes them durable before a
+    // manifest names them.
+    if (wrote_file != nullptr) *wrote_file = true;
+    if (sync) {
+      std::string why;
+      for (const LiveFile& lf : spilled) {
+        if (!fsync_file(dir / lf.entry.name, why)) return fail(WriterStatus::kIo, why);
+      }
+      if (!fsync_directory(dir, why)) return fail(WriterStatus::kIo, why);
+    }
+  }
   if (staged || pending_rel.empty()) return {};
   LiveFile added;
-  auto fill = [&](replica::Writer& w) -> replica::Status {
-    // Tables numbered in name order, so that the set's (table, key) order is record order.
-    std::map<std::string_view, uint32_t> numbers;
-    for (const auto& [table, rel] : pending_rel) {
-      const uint32_t no = static_cast<uint32_t>(numbers.size() + 1);
-      numbers.emplace(table, no);
-      if (replica::Status st = w.add_table(rel->to_table(no)); !st.ok()) return st;
-    }
-    for (const Node& n : pending) {
-      const uint32_t no = numbers.at(n.table);
-      replica::Status st = n.tombstone ? w.add_tombstone(no, n.key) : w.add(no, n.key, n.value);
-      if (!st.ok()) return st;
-    }
-    return {};
-  };
+  auto fill = [&](replica::Writer& w) { return fill_pending(w); };
   if (WriterStatus st = write_file(replica::FileKind::kDelta, "delta", fill, added, sync); !st.ok()) {
     return st;  // nothing visible changed; pending stays pending
   }
@@ -1036,7 +1194,7 @@ WriterStatus TenantWriter::Impl::stage_files(bool sync, bool* wrote_file) {
 
 WriterStatus TenantWriter::Impl::publish_staged(bool sync) {
   if (failed) return fail(WriterStatus::kFailed, "tenant writer is not open (or failed): reopen");
-  if (!staged && pending_rel.empty() && !dirty) return {};
+  if (!staged && pending_rel.empty() && spilled.empty() && !dirty) return {};
   if (!staged && !pending_rel.empty()) {
     if (WriterStatus st = stage_files(sync, nullptr); !st.ok()) return st;
   }
@@ -1045,14 +1203,19 @@ WriterStatus TenantWriter::Impl::publish_staged(bool sync) {
   next.published = published;
   next.shards.clear();
   for (const auto& [name, p] : positions) next.shards.push_back(p);
+  // The spill runs, oldest first, then the final delta: one manifest, so readers see the
+  // transactions they hold all at once.
+  for (const LiveFile& lf : spilled) next.files.push_back(lf.entry);
   if (staged) next.files.push_back(staged->entry);
   if (WriterStatus st = publish(next, sync); !st.ok()) return st;
+  for (LiveFile& lf : spilled) files.push_back(std::move(lf));
+  spilled.clear();
+  spilled_rel.clear();
   if (staged) {
     files.push_back(std::move(*staged));
     staged.reset();
   }
-  pending.clear_and_dispose(DisposeNode{});
-  pending_rel.clear();
+  clear_pending();
   dirty = false;
   return {};
 }
@@ -1109,7 +1272,8 @@ struct Compaction::Impl {
   };
   std::map<std::string, Merged> tables;
   bool to_base = true;  // the inputs start at the oldest file: a base, tombstones dropped
-  replica::BlockCache cache;
+  // A merge reads each input once, in order (each scan holds its current block): a small cache.
+  replica::BlockCache cache{size_t{1} << 20};
   bool ran = false;
   WriterStatus status;  // of run()
   FileEntry base;       // run()'s output
@@ -1135,6 +1299,8 @@ WriterStatus Compaction::run_unguarded() {
     input_failure = file_status(st, c.inputs[i].file.path());
     return st;
   };
+  constexpr uint64_t kReleaseEvery = 16384;  // records merged between release_pages() calls
+  uint64_t merged = 0;
   auto fill = [&](replica::Writer& w) -> replica::Status {
     uint32_t no = 0;
     for (auto& [name, m] : c.tables) {
@@ -1195,6 +1361,11 @@ WriterStatus Compaction::run_unguarded() {
           if (replica::Status st = w.add(no, r.key, value); !st.ok()) return st;
         } else if (!c.to_base) {
           if (replica::Status st = w.add_tombstone(no, r.key); !st.ok()) return st;
+        }
+        // The inputs' pages read so far leave the process's RSS now and then (a merge of a big
+        // tenant would otherwise keep every input file resident).
+        if (++merged % kReleaseEvery == 0) {
+          for (const auto& in : c.inputs) in.file.release_pages();
         }
         for (size_t i = 0; i < heads.size(); ++i) {
           Head& h = heads[i];
@@ -1341,12 +1512,19 @@ WriterStatus TenantWriter::open(const fs::path& data_dir, std::string_view tenan
 
 WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap& relations,
                                        std::span<const std::span<const uint8_t>> frames, bool* skipped) {
+  MemoryFrameSource source(frames);
+  return apply_group(shard, relations, source, skipped);
+}
+
+WriterStatus TenantWriter::apply_group(std::string_view shard, const RelationMap& relations,
+                                       FrameSource& frames, bool* skipped) {
   return guarded([&] { return apply_group_unguarded(shard, relations, frames, skipped); });
 }
 
 WriterStatus TenantWriter::apply_copy(const RelationMap& relations,
                                       std::span<const std::span<const uint8_t>> frames) {
-  return guarded([&] { return apply_copy_unguarded(relations, frames); });
+  MemoryFrameSource source(frames);
+  return guarded([&] { return apply_copy_unguarded(relations, source); });
 }
 
 WriterStatus TenantWriter::apply_truncate(std::string_view shard, const RelationMap& relations,

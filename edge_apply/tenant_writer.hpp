@@ -4,6 +4,13 @@
 // rows as one delta file and a new manifest with the shards' positions, atomically (temp file,
 // fsync, rename, fsync dir, manifest, head); compact() merges the files into a new base.
 //
+// Bounded memory: past Options::pending_memory_bytes, the pending set is written out as an
+// unlisted "spill run" (a delta file no manifest names yet) and emptied; the next publish lists
+// the spill runs (oldest first) and the final delta in one manifest, so readers see a transaction
+// of any size at once. Lookups of pending rows read the spill runs too. A group bigger than the
+// budget is committed to the pending set in pieces: if it then fails, the writer fails (reopen)
+// rather than publish half of it.
+//
 //   TenantWriter w;
 //   if (auto st = w.open(data_dir, "42"); !st.ok()) die(st.message);
 //   RelationMap& rels = relations_of_shard["s1"];     // fed by MANY_TENANTS RELATION messages
@@ -21,6 +28,7 @@
 
 #include "common/no_postgres.hpp"
 
+#include "edge_apply/frame_source.hpp"
 #include "edge_apply/manifest.hpp"
 #include "edge_apply/relation_map.hpp"
 #include "edge_apply/replica_file.hpp"
@@ -95,6 +103,8 @@ class TenantWriter {
     std::string subdir{};         // the replica lives in this subdirectory of the tenant's
                                   // directory (a resync's staging replica, see adopt())
     uint64_t first_sequence = 1;  // files are numbered from at least this
+    size_t pending_memory_bytes = size_t{32} << 20;  // pending rows past this go to a spill run
+                                                      // (0: never spill)
   };
 
   TenantWriter();
@@ -127,6 +137,9 @@ class TenantWriter {
   // order). Rows use the relations' current descriptions.
   WriterStatus apply_group(std::string_view shard, const RelationMap& relations,
                            std::span<const std::span<const uint8_t>> frames,
+                           bool* skipped = nullptr);
+  // The same, reading the frames from `frames` (twice: headers, then messages) one at a time.
+  WriterStatus apply_group(std::string_view shard, const RelationMap& relations, FrameSource& frames,
                            bool* skipped = nullptr);
 
   // Applies one frame group of an initial copy (INSERT messages of the tenant, checked like
@@ -168,7 +181,8 @@ class TenantWriter {
 
   // flush() in two steps for a caller that makes many tenants durable at once: stage_flush()
   // writes the pending rows' delta file (renamed into place, listed nowhere yet, not fsynced;
-  // `wrote_file` says whether there was one); the caller makes every staged file durable (one
+  // `wrote_file` says whether there was one, or spill runs written since the last publish, which
+  // are not fsynced either); the caller makes every staged file durable (one
   // syncfs); publish_flush() then writes the manifest naming it and bumps the head, not fsynced
   // either: the caller syncs again before it acks anything. A crash in between leaves the old
   // manifest (unlisted files are removed at open). Nothing may be applied in between.
@@ -179,8 +193,14 @@ class TenantWriter {
   // changes. A no-op when nothing is staged.
   void abandon_flush();
 
-  // Whether rows (or a table's new description) are pending.
+  // Whether rows (or a table's new description) are pending, in memory or in spill runs.
   bool has_pending() const noexcept;
+
+  // Bytes the in-memory pending rows take (about).
+  size_t pending_bytes() const noexcept;
+
+  // Spill runs written since open() (published or not).
+  uint64_t spill_runs_written() const noexcept;
 
   // Whether the writer is open and may be closed without losing anything: no pending rows and no
   // compaction out (positions recorded since the last manifest are dropped: the shard position
@@ -241,9 +261,8 @@ class TenantWriter {
   WriterStatus open_unguarded(const std::filesystem::path& data_dir, std::string_view tenant,
                               const Options& options);
   WriterStatus apply_group_unguarded(std::string_view shard, const RelationMap& relations,
-                                     std::span<const std::span<const uint8_t>> frames, bool* skipped);
-  WriterStatus apply_copy_unguarded(const RelationMap& relations,
-                                    std::span<const std::span<const uint8_t>> frames);
+                                     FrameSource& frames, bool* skipped);
+  WriterStatus apply_copy_unguarded(const RelationMap& relations, FrameSource& frames);
   WriterStatus apply_truncate_unguarded(std::string_view shard, const RelationMap& relations,
                                         std::span<const uint32_t> relids, uint64_t commit_lsn,
                                         bool* skipped);

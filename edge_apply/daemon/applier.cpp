@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -28,6 +29,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <span>
@@ -187,6 +189,7 @@ struct Applier::Impl {
     served.insert(list.begin(), list.end());
     writer_options.compact_deltas = static_cast<size_t>(c.compact_deltas);
     writer_options.compress = c.compress;
+    writer_options.pending_memory_bytes = static_cast<size_t>(c.tenant_memory_bytes);
   }
 
   // Whether this edge serves tenant key.
@@ -600,16 +603,26 @@ struct Applier::Impl {
     }
     Tenant* t = tenant(ev.tenant);
     if (t == nullptr) return;
+    // A spilled group is read back from its file one frame at a time.
+    std::vector<std::span<const uint8_t>> spans(ev.frames.begin(), ev.frames.end());
+    MemoryFrameSource in_memory(spans);
+    std::optional<FileFrameSource> on_disk;
+    if (ev.spill) on_disk.emplace(ev.spill->source());
+    FrameSource& source = on_disk ? static_cast<FrameSource&>(*on_disk) : in_memory;
     if (t->copying & shard_bit(ev.shard)) {
       frame::Header h;
-      if (frame::parse_header(ev.frames[0], h).ok() && in_copy(*t, ev.shard, ev.key, h.xid)) {
+      std::span<const uint8_t> first;
+      source.rewind();
+      if (source.next(first) && frame::parse_header(first, h).ok() && in_copy(*t, ev.shard, ev.key, h.xid)) {
         stats.groups_in_snapshot.fetch_add(1);
         return;
       }
     }
-    std::vector<std::span<const uint8_t>> spans(ev.frames.begin(), ev.frames.end());
     bool skipped = false;
-    WriterStatus st = t->active().apply_group(shards[ev.shard].shard, relations[ev.shard], spans, &skipped);
+    TenantWriter& w = t->active();
+    const uint64_t runs = w.spill_runs_written();
+    WriterStatus st = w.apply_group(shards[ev.shard].shard, relations[ev.shard], source, &skipped);
+    stats.spill_runs.fetch_add(w.spill_runs_written() - runs);
     if (!st.ok()) {
       failed(*t, st, "apply_group");
       return;
@@ -740,6 +753,9 @@ struct Applier::Impl {
       }
       if (compacted) stats.compactions.fetch_add(1);
     }
+    // A merge's buffers were freed on the compaction thread (its own malloc arena); at most once
+    // a second (many tenants compact while catching up).
+    if (!finished.empty()) give_back_memory(Clock::now() - last_trim >= std::chrono::seconds(1));
     return true;
   }
 
@@ -959,9 +975,11 @@ struct Applier::Impl {
     // One sync for every delta of the round, then the manifests naming them, one more sync: two
     // syncs a round instead of four fsyncs per tenant; nothing is acked before the second.
     if (staged_files && !sync_data_dir("the round's delta files", true)) return abandon_round(round, false);
+    size_t released = 0;  // bytes of pending rows the round's publishes free
     for (Tenant* t : round) {
       TenantWriter& w = t->active();
       const bool pending = w.has_pending();
+      released += w.pending_bytes();
       const uint64_t generation = w.manifest().generation;
       if (WriterStatus st = w.publish_flush(); !st.ok()) {
         if (!failed(*t, st, "flush")) return abandon_round(round, true);
@@ -997,8 +1015,24 @@ struct Applier::Impl {
       if (ack > shards[s].acked.load()) shards[s].acked = ack;
     }
     if (!final) close_idle_tenants();
+    const uint64_t runs = stats.spill_runs.load();
+    give_back_memory(released >= kTrimAfterBytes || runs != spill_runs_at_trim);
+    spill_runs_at_trim = runs;
     return true;
   }
+
+  // After a round that freed much (a big transaction's pending rows, its frames), gives the free
+  // memory back to the system: glibc keeps freed small blocks in its arenas (the stream threads'
+  // too) otherwise, and the daemon would keep a big transaction's peak for good.
+  void give_back_memory(bool freed_much) {
+    if (!freed_much) return;
+    ::malloc_trim(0);
+    last_trim = Clock::now();
+    stats.memory_trims.fetch_add(1);
+  }
+  static constexpr size_t kTrimAfterBytes = size_t{16} << 20;
+  uint64_t spill_runs_at_trim = 0;  // stats.spill_runs at the end of the last flush round
+  Clock::time_point last_trim{};     // of the last give_back_memory() trim
 };
 
 Applier::Applier(const ApplyConfig& config, std::deque<ShardState>& shards, EventQueue& queue)

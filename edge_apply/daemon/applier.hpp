@@ -64,6 +64,8 @@ struct ApplierStats {
   std::atomic<uint64_t> copy_bytes{0};          // COPY bytes received by initial copies
   std::atomic<uint64_t> groups_in_snapshot{0};  // groups skipped: the copy's snapshot had them
   std::atomic<uint64_t> resyncs{0};       // tenants whose resync began (a table rewritten upstream)
+  std::atomic<uint64_t> spill_runs{0};    // pending rows written to spill runs (tenant_memory_bytes)
+  std::atomic<uint64_t> memory_trims{0};  // flush rounds that gave freed memory back to the system
   std::atomic<uint64_t> resyncs_done{0};  // resyncs adopted: readers switched to the new copy
   std::atomic<uint64_t> disk_full{0};           // 1 while writes fail for lack of space (backing off)
   std::atomic<uint64_t> disk_full_errors{0};    // writes that failed for lack of space

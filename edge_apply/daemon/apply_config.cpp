@@ -110,6 +110,15 @@ const ::edgeshard::daemon::SettingsTable<ApplyConfig>& settings() {
       integer("queue_bytes", "bytes",
               "frames received and not applied yet, at most (the shard streams wait beyond it)",
               &ApplyConfig::queue_bytes),
+      integer("group_memory_bytes", "bytes",
+              "frames of transactions still arriving held in memory per shard stream, at most; a "
+              "transaction's frames beyond it are written to a file under data_dir/spill",
+              &ApplyConfig::group_memory_bytes),
+      integer("tenant_memory_bytes", "bytes",
+              "a tenant's changes not yet published held in memory, at most; beyond it they are "
+              "written to an unlisted replica file (a spill run) that the next publish lists with "
+              "the rest, so readers still see each transaction whole",
+              &ApplyConfig::tenant_memory_bytes),
       integer("connect_timeout_ms", "ms", "bound of each relay connect and handshake",
               &ApplyConfig::connect_timeout_ms),
       integer("reconnect_min_ms", "ms", "first reconnect delay after a relay connection ends (doubles)",
@@ -215,6 +224,8 @@ void validate(const ApplyConfig& c) {
   if (c.compact_deltas < 2) throw ConfigError("compact_deltas must be at least 2");
   if (c.max_open_tenants < 1) throw ConfigError("max_open_tenants must be at least 1");
   if (c.queue_bytes < (int64_t{1} << 20)) throw ConfigError("queue_bytes must be at least 1MB");
+  if (c.group_memory_bytes < (int64_t{64} << 10)) throw ConfigError("group_memory_bytes must be at least 64kB");
+  if (c.tenant_memory_bytes < (int64_t{64} << 10)) throw ConfigError("tenant_memory_bytes must be at least 64kB");
   if (c.connect_timeout_ms < 100) throw ConfigError("connect_timeout_ms must be at least 100");
   if (c.reconnect_min_ms < 1 || c.reconnect_max_ms < c.reconnect_min_ms) {
     throw ConfigError("reconnect_min_ms >= 1 and reconnect_max_ms >= reconnect_min_ms");

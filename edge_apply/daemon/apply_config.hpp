@@ -53,6 +53,8 @@ struct ApplyConfig {
   int64_t max_open_tenants = 1000;
   bool compress = true;
   int64_t queue_bytes = int64_t{64} << 20;
+  int64_t group_memory_bytes = int64_t{8} << 20;
+  int64_t tenant_memory_bytes = int64_t{32} << 20;
   int64_t connect_timeout_ms = 5000;
   int64_t reconnect_min_ms = 100;
   int64_t reconnect_max_ms = 5000;

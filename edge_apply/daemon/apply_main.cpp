@@ -58,6 +58,11 @@ int run_apply(const ApplyConfig& config) {
     log(Level::kError, "startup_failed", {{"error", why}});
     return kExitFailed;
   }
+  // Groups spilled by an earlier run were never applied (the relay sends them again).
+  if (std::string why = GroupSpill::clear_dir(std::filesystem::path(config.data_dir) / "spill"); !why.empty()) {
+    log(Level::kError, "startup_failed", {{"error", why}});
+    return kExitFailed;
+  }
   std::deque<ShardState> shards;  // a deque: ShardState holds atomics and never moves
   for (const ShardUpstream& u : config.shards) {
     ShardState& s = shards.emplace_back();
@@ -117,6 +122,8 @@ int run_apply(const ApplyConfig& config) {
     o.connect_timeout_ms = static_cast<int>(config.connect_timeout_ms);
     o.reconnect_min_ms = static_cast<int>(config.reconnect_min_ms);
     o.reconnect_max_ms = static_cast<int>(config.reconnect_max_ms);
+    o.spill_dir = (std::filesystem::path(config.data_dir) / "spill").string();
+    o.group_memory_bytes = static_cast<size_t>(config.group_memory_bytes);
     streams.emplace_back([&shards, &queue, &stop, &applier_done, o, i] {
       run_shard_stream(o, shards[i], queue, stop, applier_done);
     });

@@ -62,6 +62,11 @@ std::string render_metrics(const MetricsSources& s) {
       static_cast<double>(a.disk_full.load()));
   one("edgeshard_apply_disk_full_errors_total", "counter", "writes that failed for lack of space",
       static_cast<double>(a.disk_full_errors.load()));
+  one("edgeshard_apply_spill_runs_total", "counter",
+      "tenants' pending rows written to unlisted replica files past tenant_memory_bytes (published with the rest)",
+      static_cast<double>(a.spill_runs.load()));
+  one("edgeshard_apply_memory_trims_total", "counter", "flush rounds that gave freed memory back to the system",
+      static_cast<double>(a.memory_trims.load()));
   one("edgeshard_apply_queue_events", "gauge", "events received and not applied yet",
       static_cast<double>(s.queue->size()));
   struct PerShard {
@@ -92,6 +97,9 @@ std::string render_metrics(const MetricsSources& s) {
       {"edgeshard_apply_shard_corrupt_total", "counter",
        "connections dropped for a corrupt frame or a broken stream rule",
        [](const ShardState& x) { return static_cast<double>(x.corrupt.load()); }},
+      {"edgeshard_apply_shard_spilled_groups_total", "counter",
+       "frame groups written to a spill file as they arrived (past group_memory_bytes)",
+       [](const ShardState& x) { return static_cast<double>(x.spilled_groups.load()); }},
   };
   for (const PerShard& p : per) {
     describe_metric(out, p.name, p.type, p.help);

@@ -5,11 +5,14 @@
 
 #include "common/no_postgres.hpp"
 
+#include "edge_apply/daemon/group_spill.hpp"
+
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -27,11 +30,12 @@ struct ApplyEvent {
   size_t shard = 0;      // index into the configured shards
   uint64_t key = 0;      // commit LSN (frames) or the KEEPALIVE's position
   std::string tenant;    // kGroup
-  std::vector<std::vector<uint8_t>> frames;
+  std::vector<std::vector<uint8_t>> frames;  // kGroup: empty when the group is in `spill`
+  std::shared_ptr<GroupSpill> spill;         // kGroup: a group too big for memory, on disk
   int64_t relay_time_us = 0;   // kPosition: the relay's clock
   int64_t commit_time_us = 0;  // kPosition: commit time of the newest transaction below key
 
-  // Bytes the event holds (for the queue's bound).
+  // Bytes the event holds in memory (for the queue's bound; a spilled group's are on disk).
   size_t bytes() const noexcept {
     size_t n = 64 + tenant.size();
     for (const auto& f : frames) n += f.size();

@@ -44,6 +44,14 @@ std::string check_frame(frame::Reader& reader, std::span<const uint8_t> bytes, u
   return {};
 }
 
+// A tenant's frame group in progress: its frames in memory, or in a spill file past the budget.
+struct Partial {
+  std::vector<std::vector<uint8_t>> frames;
+  size_t bytes = 0;  // of frames
+  std::shared_ptr<GroupSpill> spill;
+  uint64_t count = 0;  // frames received
+};
+
 // Sleeps up to ms, waking early when stop is set.
 void nap(int ms, const std::atomic<bool>& stop) {
   const auto until = Clock::now() + std::chrono::milliseconds(ms);
@@ -131,19 +139,56 @@ class Session {
       return queue_.push(std::move(ev));
     }
     partial_key_ = in.key;
-    auto& group = partial_[std::string(h.tenant_key)];
-    if (h.sequence != group.size()) {
+    Partial& group = partial_[std::string(h.tenant_key)];
+    if (h.sequence != group.count) {
       return broken("frame sequence " + std::to_string(h.sequence) + " of tenant " +
-                        std::string(h.tenant_key) + " where " + std::to_string(group.size()) +
+                        std::string(h.tenant_key) + " where " + std::to_string(group.count) +
                         " was expected", in.key);
     }
-    group.emplace_back(in.frame.begin(), in.frame.end());
+    if (!hold(group, in.frame)) return false;
     if (!h.last) return true;
     ev.kind = ApplyEvent::kGroup;
     ev.tenant = std::string(h.tenant_key);
-    ev.frames = std::move(group);
+    buffered_ -= group.bytes;
+    ev.frames = std::move(group.frames);
+    ev.spill = std::move(group.spill);
     partial_.erase(ev.tenant);
     return queue_.push(std::move(ev));
+  }
+
+  // Keeps a frame of a group in progress: in memory while all the groups in progress fit
+  // group_memory_bytes, else in the group's spill file (its frames held so far move there too).
+  // False (logged: the connection is dropped and resumed later) when the file cannot be written.
+  bool hold(Partial& group, std::span<const uint8_t> frame) {
+    ++group.count;
+    if (!group.spill && (opt_.spill_dir.empty() || buffered_ + frame.size() <= opt_.group_memory_bytes)) {
+      group.frames.emplace_back(frame.begin(), frame.end());
+      group.bytes += frame.size();
+      buffered_ += frame.size();
+      return true;
+    }
+    std::string why;
+    if (!group.spill) {
+      group.spill = GroupSpill::create(opt_.spill_dir, why);
+      if (!group.spill) return spill_failed(why);
+      state_.spilled_groups.fetch_add(1);
+      for (const auto& f : group.frames) {
+        if (why = group.spill->append(f); !why.empty()) return spill_failed(why);
+      }
+      buffered_ -= group.bytes;
+      group.bytes = 0;
+      group.frames = {};  // the memory goes back now, not when the group ends
+    }
+    if (why = group.spill->append(frame); !why.empty()) return spill_failed(why);
+    return true;
+  }
+
+  // Logs a spill file that could not be written (disk full: the OS's words); returns false.
+  bool spill_failed(const std::string& why) {
+    log(Level::kError, "group_spill_failed",
+        {{"shard", state_.shard}, {"error", why},
+         {"action", "dropping the connection, nothing of the group applied; resuming from the ack"}});
+    return false;
   }
 
   // A KEEPALIVE: every transaction below its position was sent.
@@ -167,7 +212,8 @@ class Session {
   frame::Reader reader_;
   uint64_t sent_below_ = 0;  // the relay sent everything below this on this connection
   uint64_t last_ack_ = 0;
-  std::map<std::string, std::vector<std::vector<uint8_t>>> partial_;  // groups without LAST yet
+  std::map<std::string, Partial> partial_;  // groups without LAST yet
+  size_t buffered_ = 0;                     // frame bytes of partial_ held in memory
   uint64_t partial_key_ = 0;
 };
 

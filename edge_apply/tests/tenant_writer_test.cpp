@@ -9,8 +9,10 @@
 #include "edge_apply/tenant_replica.hpp"
 #include "edge_apply/value_codec.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -811,9 +813,7 @@ TEST_F(TenantWriterTest, AdoptSwitchesReadersToAStagingReplicaInOneStep) {
   EXPECT_GE(w_->applied("s1"), 301u);
   EXPECT_EQ(orders(), (Content{{1, {"uno"}}, {5, {"cinco"}}}));
   EXPECT_FALSE(fs::exists(w_->dir() / "staging"));
-  size_t replica_files = 0;
-  for (const auto& e : fs::directory_iterator(w_->dir())) replica_files += e.path().extension() == ".esr" ? 1 : 0;
-  EXPECT_EQ(replica_files, w_->manifest().files.size());  // the old files are gone
+  EXPECT_EQ(replica_files(w_->dir()), w_->manifest().files.size());  // the old files are gone
   const TableView* t = before.table("public.orders");
   ASSERT_NE(t, nullptr);
   RowRef row;
@@ -990,6 +990,205 @@ TEST_F(TenantWriterTest, RandomWorkloadMatchesModel) {
   EXPECT_EQ(orders(), model[kOrders]);
   EXPECT_EQ(read_table(data_.path, "public.items"), model[kItems]);
   EXPECT_LE(w_->manifest().files.size(), 1u);
+}
+
+
+// --- Bounded memory: spill runs ------------------------------------------------------------------
+
+// The note of order id in inserts(): "n<id>".
+std::string note_of(int64_t id) {
+  std::string s(1, 'n');
+  s += std::to_string(id);
+  return s;
+}
+
+// Inserts of orders first..last (note "n<id>").
+std::vector<Change> inserts(int64_t first, int64_t last) {
+  std::vector<Change> out;
+  for (int64_t id = first; id <= last; ++id) out.push_back({'I', kOrders, id, {T(note_of(id))}});
+  return out;
+}
+
+// The content inserts(first, last) gives.
+Content inserted(int64_t first, int64_t last) {
+  Content c;
+  for (int64_t id = first; id <= last; ++id) c[id] = {note_of(id)};
+  return c;
+}
+
+// A writer with a small pending budget (16 KiB: a few hundred rows).
+class SpillTest : public TenantWriterTest {
+ protected:
+  void SetUp() override {
+    TenantWriterTest::SetUp();
+    reopen(small());
+  }
+  // Options with the small budget.
+  static TenantWriter::Options small() {
+    TenantWriter::Options o;
+    o.pending_memory_bytes = 16 << 10;
+    o.compact_deltas = 1000;  // keep the files as written
+    return o;
+  }
+};
+
+TEST_F(SpillTest, BigGroupSpillsRunsThatReadersSeeOnlyAtPublish) {
+  apply(100, inserts(0, 9));
+  flush();
+  const uint64_t generation = w_->manifest().generation;
+  const size_t listed = w_->manifest().files.size();
+  // One transaction of 3000 rows, which also changes rows it wrote in an earlier spill run and a
+  // published row.
+  std::vector<Change> big = inserts(10, 3009);
+  big.push_back({'U', kOrders, 15, {T("changed")}});
+  big.push_back({'D', kOrders, 16, {}});
+  big.push_back({'D', kOrders, 3, {}});
+  apply(200, big, 100);
+  EXPECT_GE(w_->spill_runs_written(), 2u);
+  EXPECT_LT(w_->pending_bytes(), size_t{16} << 10);
+  EXPECT_TRUE(w_->has_pending());
+  EXPECT_FALSE(w_->idle());
+  // Readers see nothing of it: the runs are unlisted.
+  EXPECT_EQ(orders(), inserted(0, 9));
+  EXPECT_GT(replica_files(w_->dir()), listed + 1);
+  flush();
+  // One manifest lists the runs and the final delta: all of the transaction at once.
+  EXPECT_EQ(w_->manifest().generation, generation + 1);
+  EXPECT_EQ(w_->manifest().files.size(), replica_files(w_->dir()));
+  Content want = inserted(0, 3009);
+  want[15] = {"changed"};
+  want.erase(16);
+  want.erase(3);
+  EXPECT_EQ(orders(), want);
+  EXPECT_FALSE(w_->has_pending());
+  EXPECT_EQ(w_->applied("s1"), 208u);
+  // Compaction merges them as any deltas.
+  ASSERT_TRUE(w_->compact(true).ok());
+  EXPECT_EQ(orders(), want);
+  EXPECT_EQ(w_->manifest().files.size(), 1u);
+}
+
+TEST_F(SpillTest, UnchangedToastFindsItsOldRowInASpillRun) {
+  describe(rels_, kOrders, "orders", {"note", "big"});
+  std::vector<Change> big;
+  big.push_back({'I', kOrders, 1, {T("a"), T(std::string(5000, 'x'))}});
+  for (int64_t id = 2; id < 1000; ++id) big.push_back({'I', kOrders, id, {T("r"), kNullV}});
+  // Same transaction, after row 1 went to a spill run.
+  big.push_back({'U', kOrders, 1, {T("b"), kToastV}});
+  apply(100, big, 50);
+  ASSERT_GE(w_->spill_runs_written(), 1u);
+  // A later transaction, before any publish: row 1 (spilled) keeps its value again, key change.
+  apply(200, {{'U', kOrders, 7000, {kToastV, kToastV}, 1}});
+  flush();
+  Content got = orders();
+  ASSERT_EQ(got.count(1), 0u);
+  ASSERT_EQ(got.count(7000), 1u);
+  EXPECT_EQ(got[7000], (std::vector<std::string>{"b", std::string(5000, 'x')}));
+  EXPECT_EQ(got.size(), 999u);
+}
+
+TEST_F(SpillTest, TruncateAfterASpillRemovesSpilledRows) {
+  apply(100, inserts(0, 99));
+  flush();
+  apply(200, inserts(100, 2000), 100);
+  ASSERT_GE(w_->spill_runs_written(), 1u);
+  const uint32_t relids[] = {kOrders};
+  ASSERT_TRUE(w_->apply_truncate("s1", rels_, relids, 300).ok());
+  apply(400, inserts(5000, 5001));
+  flush();
+  EXPECT_EQ(orders(), inserted(5000, 5001));
+}
+
+TEST_F(SpillTest, CrashRemovesSpillRunsAndKeepsWhatWasPublished) {
+  apply(100, inserts(0, 9));
+  flush();
+  const auto group = make_group(200, inserts(10, 2000), 100);
+  auto sp = spans(group);
+  ASSERT_TRUE(w_->apply_group("s1", rels_, sp).ok());
+  ASSERT_GE(w_->spill_runs_written(), 1u);
+  const size_t listed = w_->manifest().files.size();
+  ASSERT_GT(replica_files(w_->dir()), listed);
+  // Crash: reopen without a publish. The runs are removed, the published rows stay.
+  reopen(small());
+  EXPECT_EQ(replica_files(w_->dir()), listed);
+  EXPECT_EQ(orders(), inserted(0, 9));
+  EXPECT_EQ(w_->pending_position("s1"), 108u);
+  // The relay resends the transaction.
+  ASSERT_TRUE(w_->apply_group("s1", rels_, sp).ok());
+  flush();
+  EXPECT_EQ(orders(), inserted(0, 2000));
+}
+
+TEST_F(SpillTest, GroupFailingAfterASpillFailsTheWriter) {
+  apply(100, inserts(0, 9));
+  flush();
+  std::vector<Change> big = inserts(10, 2000);
+  big.push_back({'I', 999, 1, {T("unknown relid")}});
+  auto frames = make_group(200, big, 100);
+  auto sp = spans(frames);
+  EXPECT_EQ(w_->apply_group("s1", rels_, sp).kind, WriterStatus::kBadMessage);
+  // Half a transaction is never published.
+  EXPECT_EQ(w_->flush().kind, WriterStatus::kFailed);
+  EXPECT_EQ(orders(), inserted(0, 9));
+  reopen(small());
+  EXPECT_EQ(orders(), inserted(0, 9));
+}
+
+TEST_F(SpillTest, GroupOfAnotherTenantIsRefusedBeforeAnythingIsApplied) {
+  auto frames = make_group(200, inserts(0, 2000), 100, "other");
+  auto sp = spans(frames);
+  EXPECT_EQ(w_->apply_group("s1", rels_, sp).kind, WriterStatus::kBadGroup);
+  EXPECT_EQ(w_->spill_runs_written(), 0u);
+  EXPECT_FALSE(w_->has_pending());
+  EXPECT_TRUE(w_->flush().ok());
+}
+
+TEST_F(SpillTest, AddColumnAfterASpillReadsSpilledRowsUnderTheNewDescription) {
+  apply(100, inserts(0, 1999), 100);  // spill runs under the old columns
+  ASSERT_GE(w_->spill_runs_written(), 1u);
+  describe(rels_, kOrders, "orders", {"note", "extra"});  // ALTER TABLE ADD COLUMN (no default)
+  apply(200, {{'I', kOrders, 5000, {T("x"), T("y")}}});
+  flush();
+  // The runs keep their own description; readers render their rows under the newest.
+  Content want;
+  for (int64_t id = 0; id <= 1999; ++id) want[id] = {note_of(id), "NULL"};
+  want[5000] = {"x", "y"};
+  EXPECT_EQ(orders(), want);
+  ASSERT_TRUE(w_->compact(true).ok());
+  EXPECT_EQ(orders(), want);
+}
+
+TEST_F(SpillTest, FileFrameSourceGivesWhatMemoryGives) {
+  std::vector<Change> big = inserts(0, 1500);
+  big.push_back({'U', kOrders, 3, {T("three")}});
+  const auto frames = make_group(100, big, 100);
+  const fs::path log = data_.path / "group.frames";
+  const int fd = ::open(log.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  uint64_t bytes = 0;
+  for (const auto& f : frames) ASSERT_EQ(append_frame(fd, f, bytes), "");
+  FileFrameSource source(fd, bytes, log.string());
+  ASSERT_TRUE(w_->apply_group("s1", rels_, source).ok());
+  flush();
+  const Content from_file = orders();
+  // The same group from memory, in another data directory.
+  TempDir other;
+  TenantWriter mem;
+  ASSERT_TRUE(mem.open(other.path, kTenant, small()).ok());
+  auto sp = spans(frames);
+  ASSERT_TRUE(mem.apply_group("s1", rels_, sp).ok());
+  ASSERT_TRUE(mem.flush().ok());
+  EXPECT_EQ(from_file, read_table(other.path, "public.orders"));
+  EXPECT_EQ(from_file.size(), 1501u);
+  EXPECT_EQ(from_file.at(3), std::vector<std::string>{"three"});
+  // A log cut short: an I/O error, nothing applied.
+  TempDir third;
+  TenantWriter cut;
+  ASSERT_TRUE(cut.open(third.path, kTenant, small()).ok());
+  FileFrameSource short_source(fd, bytes - 10, log.string());
+  EXPECT_EQ(cut.apply_group("s1", rels_, short_source).kind, WriterStatus::kIo);
+  EXPECT_FALSE(cut.has_pending());
+  ::close(fd);
 }
 
 }  // namespace

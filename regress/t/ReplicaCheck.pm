@@ -23,7 +23,8 @@ use ReplicaReader;
 our @EXPORT = qw(test_dir test_seed start_shard_primaries tenants_by_shard start_shard_pgbench
   finish_shard_pgbench apply_daemon launch_apply kill_apply stop_apply
   apply_metric wait_apply_connected wait_apply_caught_up replica_cli replica_rows primary_rows
-  compare_replicas verify_replicas start_readers stop_readers kill_at_exit);
+  compare_replicas verify_replicas start_readers stop_readers kill_at_exit apply_memory_kb
+  replica_digest primary_digest);
 
 # A directory of this test's own under tmp_check (tmp_check/<test name>), emptied at its first
 # use: prove runs every test with the same tmp_check (kept between runs), so daemons' data
@@ -293,6 +294,56 @@ sub wait_apply_caught_up
 }
 
 # --- edgeshard-replica and the checker ----------------------------------------------------------
+
+# The running daemon's memory from /proc/<pid>/status: (peak RSS VmHWM, current RSS VmRSS) in kB;
+# empty when it is not running.
+sub apply_memory_kb
+{
+	my ($a) = @_;
+	return () unless $a->{handle} && $a->{handle}->pumpable;
+	my $pid = $a->{handle}{KIDS}[0]{PID} or return ();
+	open(my $fh, '<', "/proc/$pid/status") or return ();
+	my %kb;
+	while (<$fh>) { $kb{$1} = $2 if /^(VmHWM|VmRSS):\s+(\d+) kB/; }
+	close $fh;
+	return ($kb{VmHWM}, $kb{VmRSS});
+}
+
+# Count and MD5 of the lines a command prints, read as they come (tables too big to hold).
+sub _lines_digest
+{
+	my (@cmd) = @_;
+	require Digest::MD5;
+	my $md5 = Digest::MD5->new;
+	my $count = 0;
+	open(my $fh, '-|', @cmd) or die "cannot run $cmd[0]: $!";
+	while (my $line = <$fh>)
+	{
+		chomp $line;
+		next unless $line =~ /\S/;
+		$md5->add("$line\n");
+		$count++;
+	}
+	close $fh or die "$cmd[0] failed: $? $!";
+	return ($count, $md5->hexdigest);
+}
+
+# A tenant's rows of $table in the replica as (count, MD5 of the lines replica_rows gives), read
+# as a stream: for tables too big for replica_rows.
+sub replica_digest
+{
+	my ($data_dir, $tenant, $table) = @_;
+	return _lines_digest('edgeshard-replica', 'scan', $data_dir, $tenant, $table);
+}
+
+# The same tenant's rows on a primary (row_to_json ordered by $order, as primary_rows renders
+# them; tenant_id must be numeric here).
+sub primary_digest
+{
+	my ($node, $tenant, $table, $order) = @_;
+	return _lines_digest('psql', '-X', '-A', '-t', '-q', '-d', $node->connstr('postgres'), '-c',
+		"SELECT row_to_json(x) FROM $table x WHERE tenant_id = $tenant ORDER BY $order");
+}
 
 # Runs edgeshard-replica with @args; returns (exit status, stdout, stderr).
 sub replica_cli
