@@ -140,6 +140,16 @@ Bytes keepalive(uint64_t position) {
   return out;
 }
 
+// Points a shard stream at the fake relay on port: shard s1, quick reconnects.
+void stream_to_fake_relay(int port, ShardState& state, StreamOptions& options) {
+  state.shard = "s1";
+  state.hosts = "127.0.0.1:" + std::to_string(port);
+  options.name = "edge-test";
+  options.token = "t";
+  options.reconnect_min_ms = 10;
+  options.reconnect_max_ms = 50;
+}
+
 TEST(ShardStream, CorruptFrameDropsTheConnectionAndItsGroup) {
   int port = 0;
   const int listener = listen_loopback(port);
@@ -165,13 +175,8 @@ TEST(ShardStream, CorruptFrameDropsTheConnectionAndItsGroup) {
 
   EventQueue queue(size_t{1} << 20);
   ShardState state;
-  state.shard = "s1";
-  state.hosts = "127.0.0.1:" + std::to_string(port);
   StreamOptions options;
-  options.name = "edge-test";
-  options.token = "t";
-  options.reconnect_min_ms = 10;
-  options.reconnect_max_ms = 50;
+  stream_to_fake_relay(port, state, options);
   std::atomic<bool> applier_done{true};
   std::thread stream([&] { run_shard_stream(options, state, queue, stop, applier_done); });
 
@@ -251,13 +256,8 @@ TEST(ShardStream, GroupPastTheBudgetIsSpilledDeliveredWholeAndDroppedOnReconnect
 
   EventQueue queue(size_t{1} << 20);
   ShardState state;
-  state.shard = "s1";
-  state.hosts = "127.0.0.1:" + std::to_string(port);
   StreamOptions options;
-  options.name = "edge-test";
-  options.token = "t";
-  options.reconnect_min_ms = 10;
-  options.reconnect_max_ms = 50;
+  stream_to_fake_relay(port, state, options);
   options.spill_dir = spill_dir.string();
   options.group_memory_bytes = 4 * b[0].size();
   std::atomic<bool> applier_done{true};
