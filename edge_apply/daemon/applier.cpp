@@ -283,7 +283,9 @@ struct Applier::Impl {
 
   // Opens tenant t's writer again (closed by the LRU cap); false when that failed.
   bool reopen(Tenant& t) {
-    WriterStatus st = t.writer.open(config.data_dir, t.key, writer_options);
+    TenantWriter::Options o = writer_options;
+    o.start_published = t.copying == 0;  // a copy emptied by a full disk starts unpublished again
+    WriterStatus st = t.writer.open(config.data_dir, t.key, o);
     if (!st.ok()) {
       failed(t, st, "reopen");
       return false;
@@ -764,17 +766,49 @@ struct Applier::Impl {
     return shard_file_path(config.data_dir, shards[i].shard, ".copied");
   }
 
-  // run_copy(), where a full disk is not waited out (yet): the daemon stops, and a restart
-  // removes the unpublished tenants and copies them again.
+  // run_copy(); on a full disk the copy is undone (undo_copy) and planned again: false then,
+  // with disk_full set, for the caller to wait for space (ride_out_disk_full) and copy again.
   bool copy(size_t i, const std::atomic<bool>& stop) {
     const bool ok = run_copy(i, stop);
     if (disk_full && !fatal) {
-      log(Level::kError, "copy_failed",
+      log(Level::kWarning, "copy_abandoned",
           {{"shard", shards[i].shard}, {"error", std::strerror(disk_full_errno)}, {"detail", disk_full_detail},
-           {"action", "stopping: a restart copies again"}});
-      fatal = true;
+           {"action", "copying again from a new snapshot once there is space"}});
+      undo_copy(i);
+      return false;
     }
     return ok && !fatal;
+  }
+
+  // Forgets what shard i's copy wrote so far and plans it again: its new tenants' unpublished
+  // replicas are emptied (closed and removed: reopened unpublished by their next use), its
+  // resyncing tenants' staging replicas are started over by the next attempt (run_copy).
+  void undo_copy(size_t i) {
+    for (auto& [key, t] : tenants) {
+      if (t->broken || (t->copying & shard_bit(i)) == 0 || t->staging || !t->open) continue;
+      lru.erase(lru.iterator_to(*t));
+      t->writer.close();
+      t->open = false;
+      stats.tenants.fetch_sub(1);
+      std::error_code ec;
+      fs::remove_all(tenant_dir(config.data_dir, key), ec);
+    }
+    ShardCopy& c = copies[i];
+    c.state = ShardCopy::kPlanned;
+    c.snapshot = CopySnapshot{};
+    c.end_lsn = 0;
+    c.relations = RelationMap();
+    c.relation_frames.clear();
+  }
+
+  // Runs the planned copies; a full disk is waited out and the copy made again. False when the
+  // applier must stop (fatal, or stopped while waiting).
+  bool copy_planned(const std::atomic<bool>& stop) {
+    for (size_t i = 0; i < copies.size() && !fatal && !stop.load(); ++i) {
+      if (copies[i].state != ShardCopy::kPlanned) continue;
+      if (!copy(i, stop) && disk_full && !ride_out_disk_full(stop, [&] { return copy(i, stop); })) return false;
+    }
+    return !fatal;
   }
 
   // Runs shard i's planned copy; false on failure (logged; the daemon stops).
@@ -786,6 +820,13 @@ struct Applier::Impl {
     while (shards[i].sessions.load() == 0) {
       if (stop.load()) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    // New tenants a copy undone by a full disk emptied (undo_copy) get their unpublished replica
+    // again, so that those without a row are published empty like the others.
+    for (auto& [key, t] : tenants) {
+      if (!t->broken && (t->copying & shard_bit(i)) != 0 && !t->open && !reopen(*t) && (fatal || disk_full)) {
+        return false;
+      }
     }
     c.state = ShardCopy::kRunning;
     // A tenant copied again (resync) starts from an empty staging replica: what an earlier copy
@@ -847,6 +888,7 @@ struct Applier::Impl {
     stats.copy_rows.fetch_add(outcome.rows);
     stats.copy_bytes.fetch_add(outcome.bytes);
     if (!ok) {
+      if (disk_full) return false;  // undone and made again once there is space (copy())
       log(Level::kError, "copy_failed",
           {{"shard", shard}, {"error", why},
            {"action", "stopping: a restart removes the unpublished tenants and copies them again"}});
@@ -888,8 +930,10 @@ struct Applier::Impl {
       ++copied_tenants;
       if (WriterStatus st = t->active().flush(); !st.ok() && !failed(*t, st, "copy flush")) return false;
     }
-    if (c.all && !write_file_durably(copied_marker(i),
-                                     "snapshot " + c.snapshot.text() + "\nend_lsn " + format_lsn(c.end_lsn) + "\n", why)) {
+    if (int err = 0; c.all && !write_file_durably(copied_marker(i),
+                                                  "snapshot " + c.snapshot.text() + "\nend_lsn " + format_lsn(c.end_lsn) + "\n",
+                                                  why, &err)) {
+      if (posix::is_out_of_space(err)) return out_of_space("copy of shard " + shard, err, why);
       log(Level::kError, "copy_failed", {{"shard", shard}, {"error", why}});
       fatal = true;
       return false;
@@ -1204,21 +1248,14 @@ bool Applier::open_existing() {
 bool Applier::run(const std::atomic<bool>& stop, std::atomic<bool>& done) {
   Impl& s = *impl_;
   // Initial copies first: the streams queue what arrives meanwhile.
-  for (size_t i = 0; i < s.copies.size() && !s.fatal; ++i) {
-    if (s.copies[i].state == ShardCopy::kPlanned && !s.copy(i, stop)) {
-      if (!s.fatal) break;  // stopped while waiting
-    }
-  }
+  (void)s.copy_planned(stop);
   const auto every = std::chrono::milliseconds(s.config.flush_interval_ms);
   const auto backlog_max = std::chrono::milliseconds(s.config.flush_backlog_max_ms);
   auto next_flush = Clock::now() + every;
   ApplyEvent ev;
   for (;;) {
     // Copies asked for at runtime (resyncs of tenants whose table was rewritten upstream).
-    for (size_t i = 0; i < s.copies.size() && !s.fatal && !stop.load(); ++i) {
-      if (s.copies[i].state == ShardCopy::kPlanned) (void)s.copy(i, stop);
-    }
-    if (s.fatal) break;
+    if (!s.copy_planned(stop) && s.fatal) break;
     const bool stopping = stop.load();
     bool quiet = stopping;
     if (stopping) {

@@ -145,6 +145,38 @@ check_equal("after the relay's disk was full");
 same_processes("after the relay's disk was full");
 note(scalar(@blocked_lines) . " log_write_blocked lines while full (one per backoff step)");
 
+# --- an initial copy on a full disk: abandoned, made again from a new snapshot once there is room ---
+# A new edge with the primary set starts with 2 MiB of room left: its copy of the tenants' 8 MB
+# runs out of space; it stays up, says so, and copies again once space is back.
+# About 8 MB of rows that compress little first (the first edge takes them while there is room).
+$node->safe_psql('postgres', q{
+	INSERT INTO items SELECT t, 100000 + g,
+		(SELECT string_agg(md5(random()::text || g || t || x), '') FROM generate_series(1, 1000) x)
+	  FROM generate_series(1, 12) t, generate_series(1, 20) g});
+check_equal('with bigger rows');
+$filler = fill_filesystem($fs->{edge}, 2 << 20);
+my $late = apply_daemon(tag => 'late', name => 'edge-late', shards => [ [ 's1', $relay ] ],
+	primaries => { s1 => $conn }, data_dir => "$fs->{edge}/late");
+launch_apply($late, 1);
+my $late_pid = process_pid($late->{handle});
+ok(wait_until(sub { slurp_file($late->{log}) =~ /event=copy_abandoned .*No space left on device/ },
+		'the new edge to abandon its copy'),
+	"an initial copy that runs out of space is abandoned, saying 'No space left on device'");
+workload();
+is(process_pid($late->{handle}), $late_pid, 'the new edge kept running on the full disk');
+unlink $filler or die "cannot remove $filler: $!";
+ok(wait_until(sub { slurp_file($late->{log}) =~ /event=copy_published/
+			  && (apply_metric($late, 'edgeshard_apply_tenants_copying') // 1) == 0 },
+		'the new edge to copy once there is room'),
+	'the copy is made again once space is back');
+ok(wait_apply_caught_up($late, { s1 => $node }, 'the new edge to catch up'), 'the new edge caught up');
+compare_replicas(data_dir => $late->{data_dir}, tenants => \@tenants, owner => \%owner,
+	tables => [ [ 'items', 'tenant_id, id' ] ], what => 'an edge whose copy met a full disk');
+verify_replicas($late->{data_dir}, scalar(@tenants), 'the edge whose copy met a full disk');
+is(process_pid($late->{handle}), $late_pid, 'the new edge never restarted');
+check_equal('after the copy on a full disk');
+stop_apply($late);
+
 # --- edgeshard-replica wait for a tenant that is not on the edge yet ------------------------------
 my $bookmark = $node->safe_psql('postgres', 'SELECT edgeshard.bookmark()');
 my ($wait_out, $wait_err) = ('', '');

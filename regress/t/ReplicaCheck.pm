@@ -479,10 +479,11 @@ sub small_filesystems
 }
 
 # Fills the file system holding $dir with a filler file (1 MiB, then 4 KiB writes until the file
-# system says it is full) and returns the file's path: delete it to give the space back.
+# system says it is full; then $leave bytes given back, when asked) and returns the file's path:
+# delete it to give the space back.
 sub fill_filesystem
 {
-	my ($dir) = @_;
+	my ($dir, $leave) = @_;
 	my $path = "$dir/filler";
 	open my $fh, '>', $path or die "cannot create $path: $!";
 	binmode $fh;
@@ -498,6 +499,11 @@ sub fill_filesystem
 		}
 	}
 	close $fh;
+	if ($leave)
+	{
+		truncate($path, $written - $leave) or die "cannot truncate $path: $!";
+		$written -= $leave;
+	}
 	note("filled $dir with $written bytes");
 	return $path;
 }
