@@ -83,7 +83,15 @@ ReplicaStatus TenantReplica::load(std::shared_ptr<const Snapshot>& out) const {
   // The manifest names files that a later compaction may remove: a reader that loses that race
   // reads the newer manifest (a few tries; each is a rename away from consistent).
   for (int attempt = 0;; ++attempt) {
-    if (!read_manifest(dir_, snap->manifest, why)) return {ReplicaStatus::kCorrupt, why};
+    if (!read_manifest(dir_, snap->manifest, why)) {
+      // Removed by the apply daemon meanwhile (a copy discarded: it removes `head` first, see
+      // remove_tenant_dir()): no replica here, not a damaged one.
+      std::error_code ec;
+      if (!std::filesystem::exists(dir_ / "head", ec)) {
+        return {ReplicaStatus::kNotPublished, "tenant " + tenant_ + " has no replica here (removed)"};
+      }
+      return {ReplicaStatus::kCorrupt, why};
+    }
     if (!snap->manifest.published) {
       return {ReplicaStatus::kNotPublished,
               "tenant " + snap->manifest.tenant + " is still being copied (initial copy not complete)"};

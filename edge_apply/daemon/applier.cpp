@@ -125,6 +125,14 @@ bool write_file_durably(const fs::path& path, const std::string& text, std::stri
 constexpr int64_t kDiskFullMinMs = 100;
 constexpr int64_t kDiskFullMaxMs = 10000;
 
+// Removes a tenant's directory so that no reader meets half of it: `head` first (a reader then
+// finds no replica here, TenantReplica::load), then the rest; ec says why it failed.
+void remove_tenant_dir(const fs::path& dir, std::error_code& ec) {
+  fs::remove(dir / "head", ec);
+  ec.clear();
+  fs::remove_all(dir, ec);
+}
+
 // What the applier knows of a shard's stream.
 struct StreamPosition {
   uint64_t position = 0;  // every transaction below it was handed to the applier
@@ -791,7 +799,7 @@ struct Applier::Impl {
       t->open = false;
       stats.tenants.fetch_sub(1);
       std::error_code ec;
-      fs::remove_all(tenant_dir(config.data_dir, key), ec);
+      remove_tenant_dir(tenant_dir(config.data_dir, key), ec);
     }
     ShardCopy& c = copies[i];
     c.state = ShardCopy::kPlanned;
@@ -1152,7 +1160,7 @@ bool Applier::open_existing() {
     }
     if (!m.published || broken) {
       // A copy cut short (crash, stop): its rows are not known to be complete. Copy it again.
-      fs::remove_all(dir, ec);
+      remove_tenant_dir(dir, ec);
       if (ec) {
         log(Level::kError, "startup_failed", {{"dir", dir.string()}, {"error", ec.message()}});
         return false;
